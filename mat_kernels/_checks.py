@@ -1,0 +1,89 @@
+"""Argument validation shared by every backend of the public ops.
+
+Each check raises ``ValueError``/``TypeError`` naming the offending argument and what was
+expected, so bad input never reaches a kernel.
+"""
+from __future__ import annotations
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def check_tokens(name: str, x, ndim: int = 4) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dims (B, H, W, C), got shape {tuple(x.shape)}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a floating tensor (fp16/bf16/fp32/fp64), got {x.dtype}")
+
+
+def check_window_args(H: int, W: int, window_size, shift_size) -> None:
+    check_positive_int("window_size", window_size)
+    if isinstance(shift_size, bool) or not isinstance(shift_size, int):
+        raise ValueError(f"shift_size must be an int, got {shift_size!r}")
+    if not 0 <= shift_size < window_size:
+        raise ValueError(f"shift_size must satisfy 0 <= shift_size < window_size={window_size}, got {shift_size}")
+    if H % window_size:
+        raise ValueError(f"window_size={window_size} must divide the grid height H={H}")
+    if W % window_size:
+        raise ValueError(f"window_size={window_size} must divide the grid width W={W}")
+
+
+def check_mask(mask, B: int, H: int, W: int, device: torch.device, name: str = "mask") -> None:
+    """A token mask is (B, H, W, 1) or (B, H, W), bool or floating, on the tokens' device."""
+    if mask is None:
+        return
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or None, got {type(mask).__name__}")
+    shape = tuple(mask.shape)
+    if shape not in ((B, H, W, 1), (B, H, W)):
+        raise ValueError(f"{name} must have shape (B, H, W, 1) or (B, H, W) = {(B, H, W, 1)}, got {shape}")
+    if mask.dtype != torch.bool and mask.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be bool or floating (1 = valid, 0 = hole), got {mask.dtype}")
+    if mask.device != device:
+        raise ValueError(f"{name} must be on the same device as q ({device}), got {mask.device}")
+
+
+def check_qkv(q, k, v, num_heads):
+    """Validate q, k, v of shape (B, H, W, C) and return (B, H, W, C, head_dim)."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_tokens(name, t)
+    for name, t in (("k", k), ("v", v)):
+        if tuple(t.shape) != tuple(q.shape):
+            raise ValueError(f"{name} must have the same shape as q {tuple(q.shape)}, got {tuple(t.shape)}")
+        if t.dtype != q.dtype:
+            raise TypeError(f"{name} must have the same dtype as q ({q.dtype}), got {t.dtype}")
+        if t.device != q.device:
+            raise ValueError(f"{name} must be on the same device as q ({q.device}), got {t.device}")
+    check_positive_int("num_heads", num_heads)
+    B, H, W, C = q.shape
+    if C % num_heads:
+        raise ValueError(f"num_heads={num_heads} must divide the channel count C={C}")
+    return B, H, W, C, C // num_heads
+
+
+def check_window_attention_args(q, k, v, mask, window_size, shift_size, num_heads, scale):
+    B, H, W, C, head_dim = check_qkv(q, k, v, num_heads)
+    check_window_args(H, W, window_size, shift_size)
+    check_mask(mask, B, H, W, q.device)
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))):
+        raise TypeError(f"scale must be a float or None, got {scale!r}")
+    return B, H, W, C, head_dim
+
+
+def check_mask_image(mask, name: str = "mask") -> None:
+    """An NCHW mask with one channel, for the partial-convolution rule."""
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(mask).__name__}")
+    if mask.ndim != 4 or mask.shape[1] != 1:
+        raise ValueError(f"{name} must have shape (B, 1, H, W), got {tuple(mask.shape)}")
+    if mask.dtype != torch.bool and mask.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be bool or floating, got {mask.dtype}")

@@ -1,0 +1,115 @@
+"""MAT's multi-head contextual attention, in plain PyTorch, in the official op order.
+
+This is the ground truth every fused kernel is tested against. Tokens come in image layout
+(B, H, W, C) with heads as contiguous chunks of C; the cyclic shift and the window partition are
+explicit copies here, as in the released code.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+from .. import _checks
+from .windows import MASK_BIAS, shift_attention_bias, window_partition, window_reverse
+
+
+def key_validity_bias(mask_windows: torch.Tensor) -> torch.Tensor:
+    """The official rule for the key bias: exact 0 -> -100, exact 1 -> 0, any other value kept.
+
+    ``mask_windows`` is (B_, N, 1); the result is (B_, 1, 1, N), broadcast over heads and queries.
+    """
+    m = mask_windows.squeeze(-1).unsqueeze(1).unsqueeze(1)
+    return m.masked_fill(m == 0, MASK_BIAS).masked_fill(m == 1, 0.0)
+
+
+def windowed_mask_update(mask_windows: torch.Tensor) -> torch.Tensor:
+    """MAT's attention mask update on (B_, N, 1) windows: every token of a window becomes
+    clamp(sum of the window's mask, 0, 1), i.e. valid if any token was valid."""
+    N = mask_windows.shape[1]
+    if mask_windows.dtype == torch.bool:
+        return mask_windows.any(dim=1, keepdim=True).expand(-1, N, -1).contiguous()
+    return torch.clamp(torch.sum(mask_windows, dim=1, keepdim=True), 0, 1).repeat(1, N, 1)
+
+
+def windowed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int,
+                       scale: float, mask_windows: Optional[torch.Tensor] = None,
+                       shift_bias: Optional[torch.Tensor] = None
+                       ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Attention inside windows, exactly as MAT's ``WindowAttention`` after its projections.
+
+    Args:
+        q, k, v: (B_, N, C) projected tokens of B_ windows of N tokens.
+        num_heads: heads; head h uses channels [h * C / heads, (h + 1) * C / heads).
+        scale: applied after the product q k^T.
+        mask_windows: (B_, N, 1) key validity (1 valid, 0 hole) or None.
+        shift_bias: (nW, N, N) additive bias, window index fastest in B_, or None.
+    Returns:
+        out (B_, N, C) before the output projection, and the updated (B_, N, 1) mask or None.
+    """
+    B_, N, C = q.shape
+    d = C // num_heads
+    q = q.reshape(B_, N, num_heads, d).permute(0, 2, 1, 3)
+    k = k.reshape(B_, N, num_heads, d).permute(0, 2, 3, 1)
+    v = v.reshape(B_, N, num_heads, d).permute(0, 2, 1, 3)
+    attn = (q @ k) * scale
+    if shift_bias is not None:
+        nW = shift_bias.shape[0]
+        attn = attn.view(B_ // nW, nW, num_heads, N, N) + shift_bias.to(attn.dtype).unsqueeze(1).unsqueeze(0)
+        attn = attn.view(-1, num_heads, N, N)
+    new_mask = None
+    if mask_windows is not None:
+        attn = attn + key_validity_bias(mask_windows.to(attn.dtype))
+        with torch.no_grad():
+            new_mask = windowed_mask_update(mask_windows)
+    attn = torch.softmax(attn, dim=-1)
+    out = (attn @ v).transpose(1, 2).reshape(B_, N, C)
+    return out, new_mask
+
+
+def _as_token_mask(mask: torch.Tensor) -> torch.Tensor:
+    return mask if mask.ndim == 4 else mask.unsqueeze(-1)
+
+
+def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     mask: Optional[torch.Tensor] = None, *, window_size: int, shift_size: int = 0,
+                     num_heads: int, scale: Optional[float] = None
+                     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Shifted-window contextual attention with MAT's dynamic key mask.
+
+    Args:
+        q, k, v: (B, H, W, C) projected tokens, C = num_heads * head_dim.
+        mask: (B, H, W, 1) or (B, H, W), 1 = valid, 0 = hole (bool or float), or None. Float
+            values other than 0 and 1 follow the official rule (added to the scores as they are).
+        window_size: window side; must divide H and W.
+        shift_size: cyclic shift, 0 <= shift_size < window_size.
+        num_heads: number of heads.
+        scale: score scale, default head_dim ** -0.5.
+    Returns:
+        out (B, H, W, C) in the input (un-shifted) layout, and the updated mask with the shape and
+        dtype of ``mask`` (None when ``mask`` is None).
+    """
+    B, H, W, C, head_dim = _checks.check_window_attention_args(
+        q, k, v, mask, window_size, shift_size, num_heads, scale)
+    scale = head_dim ** -0.5 if scale is None else float(scale)
+    s, ws, N = shift_size, window_size, window_size * window_size
+    m = None if mask is None else _as_token_mask(mask)
+    if s > 0:
+        q, k, v = (torch.roll(t, shifts=(-s, -s), dims=(1, 2)) for t in (q, k, v))
+        m = None if m is None else torch.roll(m, shifts=(-s, -s), dims=(1, 2))
+    qw, kw, vw = (window_partition(t, ws).view(-1, N, C) for t in (q, k, v))
+    mw = None if m is None else window_partition(m, ws).view(-1, N, 1)
+    # The official block always passes the recomputed region bias; for shift 0 it is all zeros,
+    # so it is skipped here (adding zeros is exact).
+    bias = shift_attention_bias(H, W, ws, s, device=q.device, dtype=q.dtype) if s > 0 else None
+    out, new_mw = windowed_attention(qw, kw, vw, num_heads, scale, mw, bias)
+    out = window_reverse(out.view(-1, ws, ws, C), ws, H, W)
+    new_mask = None
+    if new_mw is not None:
+        new_mask = window_reverse(new_mw.view(-1, ws, ws, 1), ws, H, W)
+    if s > 0:
+        out = torch.roll(out, shifts=(s, s), dims=(1, 2))
+        new_mask = None if new_mask is None else torch.roll(new_mask, shifts=(s, s), dims=(1, 2))
+    if new_mask is not None and mask.ndim == 3:
+        new_mask = new_mask.squeeze(-1)
+    return out, new_mask

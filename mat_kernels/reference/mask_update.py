@@ -1,0 +1,68 @@
+"""MAT's two mask-update rules, in plain PyTorch."""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+
+from .. import _checks
+from .attention import _as_token_mask, windowed_mask_update
+from .windows import window_partition, window_reverse
+
+
+def window_mask_update(mask: torch.Tensor, *, window_size: int, shift_size: int = 0) -> torch.Tensor:
+    """The attention layer's mask rule alone: after a (shifted) window attention, every token of
+    a window is valid if any token of that window was valid.
+
+    Args:
+        mask: (B, H, W, 1) or (B, H, W), bool or float (1 valid, 0 hole).
+    Returns:
+        The new mask, same shape and dtype, in the un-shifted layout.
+    """
+    if not isinstance(mask, torch.Tensor) or mask.ndim not in (3, 4):
+        raise ValueError(f"mask must be a (B, H, W, 1) or (B, H, W) tensor, got "
+                         f"{tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__}")
+    B, H, W = mask.shape[:3]
+    _checks.check_mask(mask, B, H, W, mask.device)
+    _checks.check_window_args(H, W, window_size, shift_size)
+    s, ws = shift_size, window_size
+    m = _as_token_mask(mask)
+    if s > 0:
+        m = torch.roll(m, shifts=(-s, -s), dims=(1, 2))
+    new = windowed_mask_update(window_partition(m, ws).view(-1, ws * ws, 1))
+    new = window_reverse(new.view(-1, ws, ws, 1), ws, H, W)
+    if s > 0:
+        new = torch.roll(new, shifts=(s, s), dims=(1, 2))
+    return new.squeeze(-1) if mask.ndim == 3 else new
+
+
+def partial_conv_mask_update(mask: torch.Tensor, *, kernel_size: int, stride: int = 1
+                             ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The mask rule of MAT's ``Conv2dLayerPartial``.
+
+    S = conv2d(mask, ones(k, k), stride, padding k // 2) counts valid inputs under each output;
+    ``ratio = k^2 / (S + 1e-8) * clamp(S, 0, 1)`` rescales the convolution's activated output and
+    ``new_mask = clamp(S, 0, 1)``. Counts include the zero padding, so borders are rescaled even
+    for an all-valid mask.
+
+    Args:
+        mask: (B, 1, H, W), bool or float.
+        kernel_size: odd window side k.
+        stride: the layer's ``down`` factor.
+    Returns:
+        (new_mask, ratio), each (B, 1, H_out, W_out) in the mask's floating dtype (float32 for bool).
+    """
+    _checks.check_mask_image(mask)
+    _checks.check_positive_int("kernel_size", kernel_size)
+    if kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+    _checks.check_positive_int("stride", stride)
+    m = mask.float() if mask.dtype == torch.bool else mask
+    weight = torch.ones(1, 1, kernel_size, kernel_size, dtype=m.dtype, device=m.device)
+    with torch.no_grad():
+        update = F.conv2d(m, weight, bias=None, stride=stride, padding=kernel_size // 2)
+        ratio = kernel_size ** 2 / (update + 1e-8)
+        update = torch.clamp(update, 0, 1)
+        ratio = torch.mul(ratio, update)
+    return update, ratio

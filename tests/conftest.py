@@ -1,0 +1,55 @@
+"""Shared fixtures: seeds, the official recorded cases and the state-dict manifests, GPU skips."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def shared_data_dir() -> Path:
+    """``shared/data`` beside the repository (CI lays a copy there), or MAT_KERNELS_SHARED_DATA."""
+    env = os.environ.get("MAT_KERNELS_SHARED_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def official_cases():
+    path = shared_data_dir() / "official_cases.pt"
+    if not path.exists():
+        # On CI the shared folder is always present: a missing file is a failure, not a skip.
+        if os.environ.get("CI"):
+            pytest.fail(f"official cases not found at {path}")
+        pytest.skip(f"official cases not found at {path} (set MAT_KERNELS_SHARED_DATA)")
+    return torch.load(path, weights_only=True)
+
+
+@pytest.fixture(scope="session")
+def manifest512():
+    return json.loads((DATA / "mat512_state_dict_manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def manifest256():
+    return json.loads((DATA / "mat256_state_dict_manifest.json").read_text())
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    run_ext = os.environ.get("MAT_KERNELS_EXTENDED_TESTS") == "1"
+    skip_ext = pytest.mark.skip(reason="long sweep: set MAT_KERNELS_EXTENDED_TESTS=1")
+    for item in items:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)
+        if "extended" in item.keywords and not run_ext:
+            item.add_marker(skip_ext)
