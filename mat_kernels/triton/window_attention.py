@@ -1,0 +1,501 @@
+"""Fused Triton kernels for MAT's shifted-window contextual attention (forward and backward).
+
+Layout and indexing (no copies of q, k, v, the mask or the output):
+
+* Tokens are read and written in the image layout (B, H, W, C) through strides; head ``h`` uses
+  channels [h * head_dim, (h + 1) * head_dim). head_dim is padded inside the kernels to
+  ``BLOCK_D`` (the next power of two >= 16, as ``tl.dot`` needs) with masked loads.
+* The cyclic shift by -s and the window partition are index arithmetic: token (ty, tx) of window
+  (wy, wx) of the rolled frame is image position ((wy*ws + ty + s) % H, (wx*ws + tx + s) % W).
+  Writing the output to the same position un-shifts it.
+* Biases: key validity (mask value 0 -> -100, 1 -> 0, any other value added as is) and, when
+  s > 0, -100 between tokens of different shift regions; region ids come from the rolled-frame
+  coordinates. Biases add (-200 possible). Finite biases keep all-hole windows equal to plain
+  attention (softmax is shift invariant), never NaN.
+
+Forward: one program per (query block, window, head); keys are visited in blocks with an online
+softmax (flash-attention style), so no (N, N) matrix exists anywhere and a 256-token window does
+not have to fit in registers. Only the per-row log-sum-exp is stored for the backward. The
+program of head 0 / query block 0 of each window also writes the updated mask (clamp of the
+window's mask sum to [0, 1]) for every token of the window.
+
+Backward (flash-attention-2 style, by recomputation): ``_bwd_preprocess`` computes
+delta = rowsum(dO * O); ``_bwd_dkdv`` (one program per key block) loops over query blocks to
+accumulate dk and dv; ``_bwd_dq`` (one program per query block) loops over key blocks for dq.
+No atomics, so the gradients are deterministic.
+
+Scores, softmax statistics and accumulators are fp32. ``tl.dot`` takes its inputs in the input
+dtype (probabilities are cast to it before P @ V, as flash attention does); fp32 inputs use
+``input_precision="ieee"`` so results do not depend on TF32.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import types
+
+import torch
+import triton
+import triton.language as tl
+
+MASK_BIAS = -100.0
+
+
+# ----------------------------------------------------------------------------------------------
+# index helpers (inlined)
+# ----------------------------------------------------------------------------------------------
+@triton.jit
+def _token_rc(n, wy, wx, H, W, shift, WS: tl.constexpr):
+    """Image row/col of window tokens ``n`` and their rolled-frame row/col (for region ids)."""
+    ty = n // WS
+    tx = n % WS
+    rr = wy * WS + ty
+    rc = wx * WS + tx
+    return (rr + shift) % H, (rc + shift) % W, rr, rc
+
+
+@triton.jit
+def _region(rr, rc, H, W, shift, WS: tl.constexpr):
+    """MAT's 9-region id of rolled-frame coordinates: rows split [0,H-ws), [H-ws,H-s), [H-s,H)."""
+    rp = (rr >= H - WS).to(tl.int32) + (rr >= H - shift).to(tl.int32)
+    cp = (rc >= W - WS).to(tl.int32) + (rc >= W - shift).to(tl.int32)
+    return rp * 3 + cp
+
+
+@triton.jit
+def _key_bias(mv):
+    """Official key-validity rule on fp32 mask values: 0 -> -100, 1 -> 0, others unchanged."""
+    return tl.where(mv == 0.0, -100.0, tl.where(mv == 1.0, 0.0, mv))
+
+
+@triton.jit
+def _dot(a, b, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """tl.dot with fp32 accumulation. UPCAST (only set under TRITON_INTERPRET=1 for bf16, whose
+    interpreter dot is wrong) multiplies the same bf16-valued operands in fp32."""
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:
+        return tl.dot(a, b, input_precision=DOT_PREC)
+
+
+# ----------------------------------------------------------------------------------------------
+# forward
+# ----------------------------------------------------------------------------------------------
+@triton.jit
+def _fwd_kernel(Q, K, V, M, O, LSE, NM,
+                sqb, sqh, sqw, sqc, skb, skh, skw, skc, svb, svh, svw, svc,
+                smb, smh, smw, sob, soh, sow, soc, snb, snh, snw,
+                H, W, n_wx, n_win, num_heads, shift, scale,
+                WS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+                BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HAS_MASK: tl.constexpr,
+                HAS_SHIFT: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr):
+    N: tl.constexpr = WS * WS
+    pid_m = tl.program_id(0)
+    pid = tl.program_id(1)  # ((b * n_win) + window) * num_heads + head
+    h = pid % num_heads
+    bw = pid // num_heads
+    b = (bw // n_win).to(tl.int64)
+    w = bw % n_win
+    wy = w // n_wx
+    wx = w % n_wx
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
+    m_ok = offs_m < N
+    ch = h * HEAD_DIM + offs_d
+    qy, qx, qry, qrx = _token_rc(offs_m, wy, wx, H, W, shift, WS)
+    q_ptrs = Q + b * sqb + qy[:, None] * sqh + qx[:, None] * sqw + ch[None, :] * sqc
+    q = tl.load(q_ptrs, mask=m_ok[:, None] & d_ok[None, :], other=0.0)
+    if HAS_SHIFT:
+        q_reg = _region(qry, qrx, H, W, shift, WS)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    msum = tl.zeros([BLOCK_N], tl.float32)
+    for start_n in range(0, N, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        n_ok = offs_n < N
+        ky, kx, kry, krx = _token_rc(offs_n, wy, wx, H, W, shift, WS)
+        kv_mask = n_ok[:, None] & d_ok[None, :]
+        k = tl.load(K + b * skb + ky[:, None] * skh + kx[:, None] * skw + ch[None, :] * skc,
+                    mask=kv_mask, other=0.0)
+        v = tl.load(V + b * svb + ky[:, None] * svh + kx[:, None] * svw + ch[None, :] * svc,
+                    mask=kv_mask, other=0.0)
+        s = _dot(q, tl.trans(k), DOT_PREC, UPCAST) * scale
+        if HAS_SHIFT:
+            k_reg = _region(kry, krx, H, W, shift, WS)
+            s = s + tl.where(q_reg[:, None] != k_reg[None, :], -100.0, 0.0)
+        if HAS_MASK:
+            mv = tl.load(M + b * smb + ky * smh + kx * smw, mask=n_ok, other=0).to(tl.float32)
+            msum += mv
+            s = s + _key_bias(mv)[None, :]
+        # padded keys are excluded outright (they are not tokens); every block has a real key
+        s = tl.where(n_ok[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp(m_i - m_new)
+        p = tl.exp(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, DOT_PREC, UPCAST)
+        m_i = m_new
+
+    out = acc / l_i[:, None]
+    tl.store(O + b * sob + qy[:, None] * soh + qx[:, None] * sow + ch[None, :] * soc,
+             out.to(O.dtype.element_ty), mask=m_ok[:, None] & d_ok[None, :])
+    tl.store(LSE + pid * N + offs_m, m_i + tl.log(l_i), mask=m_ok)
+
+    if HAS_MASK:
+        if (h == 0) & (pid_m == 0):
+            # mask update: every token of the window gets clamp(sum, 0, 1) (bool: any)
+            total = tl.minimum(tl.maximum(tl.sum(msum, 0), 0.0), 1.0)
+            for start_n in range(0, N, BLOCK_N):
+                offs_n = start_n + tl.arange(0, BLOCK_N)
+                ny, nx, _ry, _rx = _token_rc(offs_n, wy, wx, H, W, shift, WS)
+                val = tl.zeros([BLOCK_N], tl.float32) + total
+                tl.store(NM + b * snb + ny * snh + nx * snw, val.to(NM.dtype.element_ty), mask=offs_n < N)
+
+
+# ----------------------------------------------------------------------------------------------
+# backward
+# ----------------------------------------------------------------------------------------------
+@triton.jit
+def _bwd_preprocess(O, DO, DELTA,
+                    sob, soh, sow, soc, sdb, sdh, sdw, sdc,
+                    H, W, n_wx, n_win, num_heads, shift,
+                    WS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+                    BLOCK_D: tl.constexpr):
+    """delta[row] = sum_d dO[row, d] * O[row, d] in fp32, rows in (window, head, token) order."""
+    N: tl.constexpr = WS * WS
+    pid_m = tl.program_id(0)
+    pid = tl.program_id(1)
+    h = pid % num_heads
+    bw = pid // num_heads
+    b = (bw // n_win).to(tl.int64)
+    w = bw % n_win
+    wy = w // n_wx
+    wx = w % n_wx
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_ok = offs_m < N
+    ld = m_ok[:, None] & (offs_d < HEAD_DIM)[None, :]
+    ch = h * HEAD_DIM + offs_d
+    y, x, _ry, _rx = _token_rc(offs_m, wy, wx, H, W, shift, WS)
+    o = tl.load(O + b * sob + y[:, None] * soh + x[:, None] * sow + ch[None, :] * soc, mask=ld, other=0.0)
+    do = tl.load(DO + b * sdb + y[:, None] * sdh + x[:, None] * sdw + ch[None, :] * sdc, mask=ld, other=0.0)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    tl.store(DELTA + pid * N + offs_m, delta, mask=m_ok)
+
+
+@triton.jit
+def _bwd_dkdv(Q, K, V, M, DO, LSE, DELTA, DK, DV,
+              sqb, sqh, sqw, sqc, skb, skh, skw, skc, svb, svh, svw, svc,
+              smb, smh, smw, sdb, sdh, sdw, sdc, sgb, sgh, sgw, sgc,
+              H, W, n_wx, n_win, num_heads, shift, scale,
+              WS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+              BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HAS_MASK: tl.constexpr,
+              HAS_SHIFT: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """dk, dv of one key block: loop over query blocks with transposed scores (keys x queries).
+    DK and DV share the strides (sgb, sgh, sgw, sgc)."""
+    N: tl.constexpr = WS * WS
+    pid_n = tl.program_id(0)
+    pid = tl.program_id(1)
+    h = pid % num_heads
+    bw = pid // num_heads
+    b = (bw // n_win).to(tl.int64)
+    w = bw % n_win
+    wy = w // n_wx
+    wx = w % n_wx
+
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
+    n_ok = offs_n < N
+    ch = h * HEAD_DIM + offs_d
+    ky, kx, kry, krx = _token_rc(offs_n, wy, wx, H, W, shift, WS)
+    kv_mask = n_ok[:, None] & d_ok[None, :]
+    k = tl.load(K + b * skb + ky[:, None] * skh + kx[:, None] * skw + ch[None, :] * skc, mask=kv_mask, other=0.0)
+    v = tl.load(V + b * svb + ky[:, None] * svh + kx[:, None] * svw + ch[None, :] * svc, mask=kv_mask, other=0.0)
+    # per-key bias (rows of the transposed score tile)
+    kbias = tl.zeros([BLOCK_N], tl.float32)
+    if HAS_MASK:
+        mv = tl.load(M + b * smb + ky * smh + kx * smw, mask=n_ok, other=0).to(tl.float32)
+        kbias = _key_bias(mv)
+    if HAS_SHIFT:
+        k_reg = _region(kry, krx, H, W, shift, WS)
+
+    dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    for start_m in range(0, N, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        m_ok = offs_m < N
+        qy, qx, qry, qrx = _token_rc(offs_m, wy, wx, H, W, shift, WS)
+        q_mask = m_ok[:, None] & d_ok[None, :]
+        q = tl.load(Q + b * sqb + qy[:, None] * sqh + qx[:, None] * sqw + ch[None, :] * sqc, mask=q_mask, other=0.0)
+        do = tl.load(DO + b * sdb + qy[:, None] * sdh + qx[:, None] * sdw + ch[None, :] * sdc,
+                     mask=q_mask, other=0.0)
+        lse = tl.load(LSE + pid * N + offs_m, mask=m_ok, other=0.0)
+        delta = tl.load(DELTA + pid * N + offs_m, mask=m_ok, other=0.0)
+        st = _dot(k, tl.trans(q), DOT_PREC, UPCAST) * scale  # (BLOCK_N, BLOCK_M)
+        if HAS_SHIFT:
+            q_reg = _region(qry, qrx, H, W, shift, WS)
+            st = st + tl.where(k_reg[:, None] != q_reg[None, :], -100.0, 0.0)
+        st = st + kbias[:, None]
+        pt = tl.exp(st - lse[None, :])
+        pt = tl.where(n_ok[:, None] & m_ok[None, :], pt, 0.0)
+        dv += _dot(pt.to(do.dtype), do, DOT_PREC, UPCAST)
+        dpt = _dot(v, tl.trans(do), DOT_PREC, UPCAST)
+        dst = pt * (dpt - delta[None, :])
+        dk += _dot(dst.to(q.dtype), q, DOT_PREC, UPCAST)
+    dk = dk * scale
+    g_off = b * sgb + ky[:, None] * sgh + kx[:, None] * sgw + ch[None, :] * sgc
+    tl.store(DK + g_off, dk.to(DK.dtype.element_ty), mask=kv_mask)
+    tl.store(DV + g_off, dv.to(DV.dtype.element_ty), mask=kv_mask)
+
+
+@triton.jit
+def _bwd_dq(Q, K, V, M, DO, LSE, DELTA, DQ,
+            sqb, sqh, sqw, sqc, skb, skh, skw, skc, svb, svh, svw, svc,
+            smb, smh, smw, sdb, sdh, sdw, sdc, sgb, sgh, sgw, sgc,
+            H, W, n_wx, n_win, num_heads, shift, scale,
+            WS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+            BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HAS_MASK: tl.constexpr,
+            HAS_SHIFT: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """dq of one query block: loop over key blocks."""
+    N: tl.constexpr = WS * WS
+    pid_m = tl.program_id(0)
+    pid = tl.program_id(1)
+    h = pid % num_heads
+    bw = pid // num_heads
+    b = (bw // n_win).to(tl.int64)
+    w = bw % n_win
+    wy = w // n_wx
+    wx = w % n_wx
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
+    m_ok = offs_m < N
+    ch = h * HEAD_DIM + offs_d
+    qy, qx, qry, qrx = _token_rc(offs_m, wy, wx, H, W, shift, WS)
+    q_mask = m_ok[:, None] & d_ok[None, :]
+    q = tl.load(Q + b * sqb + qy[:, None] * sqh + qx[:, None] * sqw + ch[None, :] * sqc, mask=q_mask, other=0.0)
+    do = tl.load(DO + b * sdb + qy[:, None] * sdh + qx[:, None] * sdw + ch[None, :] * sdc, mask=q_mask, other=0.0)
+    lse = tl.load(LSE + pid * N + offs_m, mask=m_ok, other=0.0)
+    delta = tl.load(DELTA + pid * N + offs_m, mask=m_ok, other=0.0)
+    if HAS_SHIFT:
+        q_reg = _region(qry, qrx, H, W, shift, WS)
+
+    dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    for start_n in range(0, N, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        n_ok = offs_n < N
+        ky, kx, kry, krx = _token_rc(offs_n, wy, wx, H, W, shift, WS)
+        kv_mask = n_ok[:, None] & d_ok[None, :]
+        k = tl.load(K + b * skb + ky[:, None] * skh + kx[:, None] * skw + ch[None, :] * skc, mask=kv_mask, other=0.0)
+        v = tl.load(V + b * svb + ky[:, None] * svh + kx[:, None] * svw + ch[None, :] * svc, mask=kv_mask, other=0.0)
+        s = _dot(q, tl.trans(k), DOT_PREC, UPCAST) * scale
+        if HAS_SHIFT:
+            k_reg = _region(kry, krx, H, W, shift, WS)
+            s = s + tl.where(q_reg[:, None] != k_reg[None, :], -100.0, 0.0)
+        if HAS_MASK:
+            mv = tl.load(M + b * smb + ky * smh + kx * smw, mask=n_ok, other=0).to(tl.float32)
+            s = s + _key_bias(mv)[None, :]
+        p = tl.exp(s - lse[:, None])
+        p = tl.where(m_ok[:, None] & n_ok[None, :], p, 0.0)
+        dp = _dot(do, tl.trans(v), DOT_PREC, UPCAST)
+        ds = p * (dp - delta[:, None])
+        dq += _dot(ds.to(k.dtype), k, DOT_PREC, UPCAST)
+    dq = dq * scale
+    tl.store(DQ + b * sgb + qy[:, None] * sgh + qx[:, None] * sgw + ch[None, :] * sgc,
+             dq.to(DQ.dtype.element_ty), mask=q_mask)
+
+
+# ----------------------------------------------------------------------------------------------
+# configurations (a fixed table rather than run-time autotuning: results are reproducible, the
+# interpreter stays fast, and every configuration can be compiled ahead of time, see aot_configs)
+# ----------------------------------------------------------------------------------------------
+def block_d(head_dim: int) -> int:
+    """head_dim padded to the next power of two >= 16 (tl.dot needs every dimension >= 16)."""
+    return max(16, triton.next_power_of_2(head_dim))
+
+
+def _padded_tokens(window_size: int) -> int:
+    return max(16, triton.next_power_of_2(window_size * window_size))
+
+
+def kernel_config(window_size: int, head_dim: int, dtype: torch.dtype) -> dict:
+    """Tile sizes and launch options for one shape.
+
+    Query and key tiles are 64 tokens (a whole 64-token window of MAT's window 8 in one tile;
+    256-token windows of window 16 in 4 x 4 tiles), smaller for small windows. fp32 tiles with
+    head_dim > 64 use 32-token tiles so the accumulators stay in registers.
+    """
+    NP = _padded_tokens(window_size)
+    bd = block_d(head_dim)
+    tile = 32 if (dtype == torch.float32 and bd > 64) else 64
+    bm = min(tile, NP)
+    bn = min(tile, NP)
+    return dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, num_warps=4, num_stages=2)
+
+
+def _dot_prec(dtype: torch.dtype) -> str:
+    # "ieee" keeps fp32 exact (no TF32); fp16/bf16 products are exact in fp32 anyway
+    return "ieee"
+
+
+def _upcast(dtype: torch.dtype) -> bool:
+    return dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _geometry(q: torch.Tensor, window_size: int):
+    B, H, W, C = q.shape
+    n_wx = W // window_size
+    n_win = (H // window_size) * n_wx
+    return B, H, W, C, n_wx, n_win
+
+
+def _mask_args(mask):
+    """A (B,H,W[,1]) mask as something a kernel can load, plus its three strides."""
+    if mask.dtype == torch.bool:
+        mask = mask.view(torch.uint8)  # zero-copy; loads as 0/1
+    return mask, mask.stride(0), mask.stride(1), mask.stride(2)
+
+
+def fwd_launch(launch, q, k, v, mask, out, lse, new_mask, window_size, shift_size, num_heads, scale):
+    """Launch the forward. ``launch(kernel)`` returns something indexable by the grid (the
+    kernel itself in eager mode, ``wrap_triton(kernel)`` inside a ``triton_op``).
+
+    out: (B, H, W, C), lse: (B * nW * heads, N) fp32, new_mask: like mask (ignored without mask).
+    """
+    B, H, W, C, n_wx, n_win = _geometry(q, window_size)
+    head_dim = C // num_heads
+    N = window_size * window_size
+    cfg = kernel_config(window_size, head_dim, q.dtype)
+    has_mask = mask is not None
+    if has_mask:
+        m, smb, smh, smw = _mask_args(mask)
+        nm, snb, snh, snw = _mask_args(new_mask)
+    else:
+        m, smb, smh, smw = q, 0, 0, 0
+        nm, snb, snh, snw = q, 0, 0, 0
+    grid = (triton.cdiv(N, cfg["BLOCK_M"]), B * n_win * num_heads)
+    launch(_fwd_kernel)[grid](
+        q, k, v, m, out, lse, nm,
+        *q.stride(), *k.stride(), *v.stride(), smb, smh, smw, *out.stride(), snb, snh, snw,
+        H, W, n_wx, n_win, num_heads, shift_size, scale,
+        WS=window_size, HEAD_DIM=head_dim, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
+        BLOCK_D=cfg["BLOCK_D"], HAS_MASK=has_mask, HAS_SHIFT=shift_size > 0,
+        DOT_PREC=_dot_prec(q.dtype), UPCAST=_upcast(q.dtype), num_warps=cfg["num_warps"],
+        num_stages=cfg["num_stages"])
+
+
+def bwd_launch(launch, dout, q, k, v, mask, out, lse, delta, dq, dk, dv,
+               window_size, shift_size, num_heads, scale):
+    """Launch the three backward kernels. delta: (B * nW * heads, N) fp32 scratch;
+    dq, dk, dv: (B, H, W, C), dk and dv with equal strides."""
+    B, H, W, C, n_wx, n_win = _geometry(q, window_size)
+    head_dim = C // num_heads
+    N = window_size * window_size
+    cfg = kernel_config(window_size, head_dim, q.dtype)
+    assert dk.stride() == dv.stride()
+    has_mask = mask is not None
+    if has_mask:
+        m, smb, smh, smw = _mask_args(mask)
+    else:
+        m, smb, smh, smw = q, 0, 0, 0
+    rows = B * n_win * num_heads
+    launch(_bwd_preprocess)[(triton.cdiv(N, cfg["BLOCK_M"]), rows)](
+        out, dout, delta, *out.stride(), *dout.stride(), H, W, n_wx, n_win, num_heads, shift_size,
+        WS=window_size, HEAD_DIM=head_dim, BLOCK_M=cfg["BLOCK_M"], BLOCK_D=cfg["BLOCK_D"],
+        num_warps=cfg["num_warps"])
+    common = dict(WS=window_size, HEAD_DIM=head_dim, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
+                  BLOCK_D=cfg["BLOCK_D"], HAS_MASK=has_mask, HAS_SHIFT=shift_size > 0,
+                  DOT_PREC=_dot_prec(q.dtype), UPCAST=_upcast(q.dtype), num_warps=cfg["num_warps"],
+        num_stages=cfg["num_stages"])
+    launch(_bwd_dkdv)[(triton.cdiv(N, cfg["BLOCK_N"]), rows)](
+        q, k, v, m, dout, lse, delta, dk, dv,
+        *q.stride(), *k.stride(), *v.stride(), smb, smh, smw, *dout.stride(), *dk.stride(),
+        H, W, n_wx, n_win, num_heads, shift_size, scale, **common)
+    launch(_bwd_dq)[(triton.cdiv(N, cfg["BLOCK_M"]), rows)](
+        q, k, v, m, dout, lse, delta, dq,
+        *q.stride(), *k.stride(), *v.stride(), smb, smh, smw, *dout.stride(), *dq.stride(),
+        H, W, n_wx, n_win, num_heads, shift_size, scale, **common)
+
+
+# ----------------------------------------------------------------------------------------------
+# ahead-of-time compile list
+# ----------------------------------------------------------------------------------------------
+_TT = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+_MAT_SHAPES = ((8, 4), (16, 8))  # (window, shift) of MAT's shifted blocks; shift 0 also used
+_OTHER_SHAPES = ((7, 3, 64), (4, 2, 128), (16, 3, 64))  # (window, shift, head_dim), not MAT
+
+
+def _strides(prefix: str):
+    return {f"{prefix}{c}": "i32" for c in "bhwc"}
+
+
+def aot_configs():
+    """Every kernel at every configuration the launchers use for MAT's shapes (window 8 and 16,
+    head_dim 30 -> BLOCK_D 32, with and without shift and mask, float and bool masks) in
+    fp32/fp16/bf16, plus a few non-MAT shapes (``mat_shape=False``).
+
+    Each entry: {"name", "fn", "signature" (arg -> triton type), "constexprs", "mat_shape"}.
+    Strides are typed ``i32`` (what the launcher passes for tensors of < 2**31 elements).
+    """
+    out = []
+    shapes = []
+    for ws, s in _MAT_SHAPES:
+        for shift in (0, s):
+            shapes.append((ws, shift, 30, True))
+    for ws, s, hd in _OTHER_SHAPES:
+        shapes.append((ws, s, hd, False))
+    for dtype, tt in _TT.items():
+        for ws, shift, hd, mat in shapes:
+            cfg = kernel_config(ws, hd, dtype)
+            geo = {"H": "i32", "W": "i32", "n_wx": "i32", "n_win": "i32", "num_heads": "i32", "shift": "i32"}
+            base_c = dict(WS=ws, HEAD_DIM=hd, BLOCK_M=cfg["BLOCK_M"], BLOCK_D=cfg["BLOCK_D"])
+            tag = f"{tt}_ws{ws}_s{shift}_d{hd}"
+            # preprocess: no mask / shift dependence (shift is a runtime index offset)
+            if shift == 0:
+                sig = {"O": f"*{tt}", "DO": f"*{tt}", "DELTA": "*fp32", **_strides("so"), **_strides("sd"), **geo}
+                out.append(dict(name=f"bwd_preprocess_{tag}", fn=_bwd_preprocess, signature=sig,
+                                constexprs=dict(base_c), mat_shape=mat))
+            for mask_tt in (None, "fp32", "u8"):
+                mtt = mask_tt or tt
+                cst = dict(base_c, BLOCK_N=cfg["BLOCK_N"], HAS_MASK=mask_tt is not None,
+                           HAS_SHIFT=shift > 0, DOT_PREC=_dot_prec(dtype), UPCAST=False)
+                mtag = f"{tag}_mask{mask_tt or 'none'}"
+                strides_qkv = {**_strides("sq"), **_strides("sk"), **_strides("sv")}
+                sm = {"smb": "i32", "smh": "i32", "smw": "i32"}
+                sig = {"Q": f"*{tt}", "K": f"*{tt}", "V": f"*{tt}", "M": f"*{mtt}", "O": f"*{tt}",
+                       "LSE": "*fp32", "NM": f"*{mtt}", **strides_qkv, **sm, **_strides("so"),
+                       "snb": "i32", "snh": "i32", "snw": "i32", **geo, "scale": "fp32"}
+                out.append(dict(name=f"fwd_{mtag}", fn=_fwd_kernel, signature=sig, constexprs=cst,
+                                mat_shape=mat))
+                bsig = {"Q": f"*{tt}", "K": f"*{tt}", "V": f"*{tt}", "M": f"*{mtt}", "DO": f"*{tt}",
+                        "LSE": "*fp32", "DELTA": "*fp32"}
+                dkdv = dict(bsig, DK=f"*{tt}", DV=f"*{tt}", **strides_qkv, **sm, **_strides("sd"),
+                            **_strides("sg"), **geo, scale="fp32")
+                out.append(dict(name=f"bwd_dkdv_{mtag}", fn=_bwd_dkdv, signature=dkdv, constexprs=dict(cst),
+                                mat_shape=mat))
+                dqs = dict(bsig, DQ=f"*{tt}", **strides_qkv, **sm, **_strides("sd"), **_strides("sg"),
+                           **geo, scale="fp32")
+                out.append(dict(name=f"bwd_dq_{mtag}", fn=_bwd_dq, signature=dqs, constexprs=dict(cst),
+                                mat_shape=mat))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Importing this submodule makes Python bind ``mat_kernels.triton.window_attention`` to the
+# module, shadowing the package's forwarding function of the same name (which the backend
+# registry looks up with getattr). Making the module callable with the same signature keeps
+# ``mat_kernels.triton.window_attention(q, k, v, ...)`` working whichever import came first.
+# ----------------------------------------------------------------------------------------------
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args, **kwargs):
+        from .autograd import window_attention as impl
+        return impl(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
