@@ -1,12 +1,23 @@
-"""StyleGAN2-style layers MAT is built from, with the official parameter names and numerics."""
+"""StyleGAN2-style layers MAT is built from, with the official parameter names and numerics.
+
+Every layer that applies a bias and an activation goes through :func:`apply_bias_act`, which
+uses the fused Triton kernel (``mat_kernels.triton.bias_act``) on CUDA tensors when the layer's
+``backend`` allows it and the reference :func:`bias_act` otherwise. ``Conv2dLayerPartial``'s
+mask rule goes through :func:`mat_kernels.ops.partial_conv_mask_update` with the layer's
+``backend``. ``mat_kernels.models.set_backend`` sets both on a whole network.
+"""
 from __future__ import annotations
 
 import math
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .. import backends, ops
+from .resample import conv2d_resample, setup_filter, upsample2d
 
 # name -> (activation function, default alpha, default gain), as in the official bias_act.
 ACTIVATIONS = {
@@ -44,12 +55,65 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: 
     return x
 
 
+_TRITON_BIAS_ACT = None  # (bias_act_triton, can_use_bias_act_triton), or False when unavailable
+
+
+def _triton_bias_act():
+    """The fused Triton bias_act, imported once; None when the module or Triton is missing."""
+    global _TRITON_BIAS_ACT
+    if _TRITON_BIAS_ACT is None:
+        try:
+            from ..triton.bias_act import bias_act_triton, can_use_bias_act_triton
+            _TRITON_BIAS_ACT = (bias_act_triton, can_use_bias_act_triton)
+        except Exception as exc:  # ImportError, or Triton itself failing to import
+            backends.log.debug("bias_act: Triton kernel unavailable (%s: %s); using the reference",
+                               type(exc).__name__, exc)
+            _TRITON_BIAS_ACT = False
+    return _TRITON_BIAS_ACT or None
+
+
+def apply_bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, act: str = "linear",
+                   alpha: Optional[float] = None, gain: Optional[float] = None,
+                   clamp: Optional[float] = None, backend: str = "auto") -> torch.Tensor:
+    """:func:`bias_act` through the layer's backend.
+
+    The fused Triton kernel is used for CUDA tensors when ``backend`` is "auto", "triton" or
+    "cuda" (there is no separate CUDA bias_act; "cuda" models still use the Triton one) and
+    the kernel accepts ``x``; CPU tensors and ``backend="reference"`` use the reference. A
+    forced "triton" on a CUDA tensor raises when the kernel cannot run, like the other ops.
+    """
+    if backend not in backends.NAMES:
+        raise ValueError(f"backend must be one of {backends.NAMES}, got {backend!r}")
+    if backend != "reference" and x.is_cuda:
+        impl = _triton_bias_act()
+        if impl is not None and impl[1](x):
+            return impl[0](x, b, dim, act, alpha, gain, clamp)
+        if backend == "triton":
+            why = "mat_kernels.triton.bias_act is unavailable" if impl is None else \
+                "can_use_bias_act_triton(x) is False"
+            raise RuntimeError(f"backend='triton' cannot run bias_act for {x.dtype} {tuple(x.shape)}: {why}")
+    return bias_act(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
+
+
+def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
+    """x * rsqrt(mean(x^2 over ``dim``) + eps): unit second moment per sample."""
+    return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
+
+
+def get_style_code(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """MAT's style code: concat[a, b] along dim 1."""
+    return torch.cat([a, b], dim=1)
+
+
 class FullyConnectedLayer(nn.Module):
     """MAT's ``FullyConnectedLayer``: equalised-learning-rate linear layer with bias+activation.
 
     ``weight`` is (out, in) drawn N(0, 1) / lr_multiplier and scaled at run time by
-    lr_multiplier / sqrt(in); ``bias`` is scaled by lr_multiplier.
+    lr_multiplier / sqrt(in); ``bias`` is scaled by lr_multiplier. forward takes (..., in) and
+    returns (..., out). ``backend`` picks the bias_act implementation (see :func:`apply_bias_act`).
     """
+
+    backend: str = "auto"
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str = "linear",
                  lr_multiplier: float = 1, bias_init: float = 0):
@@ -73,7 +137,250 @@ class FullyConnectedLayer(nn.Module):
         x = x.matmul(w.t())
         if self.activation == "linear" and b is not None:
             return x + b.reshape([-1 if i == x.ndim - 1 else 1 for i in range(x.ndim)])
-        return bias_act(x, b, act=self.activation, dim=x.ndim - 1)
+        return apply_bias_act(x, b, act=self.activation, dim=x.ndim - 1, backend=self.backend)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
+
+
+class Conv2dLayer(nn.Module):
+    """Equalised-learning-rate convolution with optional FIR up/down sampling, then bias_act.
+
+    ``weight`` (out, in, k, k) ~ N(0, 1) scaled by 1/sqrt(in k^2) at run time, ``bias`` (out,)
+    zeros, buffer ``resample_filter`` (4, 4) present even without resampling.
+    forward(x (B, in, H, W), gain=1) -> (B, out, H * up / down, W * up / down); the activation
+    gain is the activation's default times ``gain``.
+    """
+
+    backend: str = "auto"
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
+                 activation: str = "linear", up: int = 1, down: int = 1, resample_filter=(1, 3, 3, 1),
+                 conv_clamp: Optional[float] = None, trainable: bool = True):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
+        self.activation = activation
+        self.up = up
+        self.down = down
+        self.register_buffer("resample_filter", setup_filter(list(resample_filter)))
+        self.conv_clamp = conv_clamp
+        self.padding = kernel_size // 2
+        self.weight_gain = float(1 / np.sqrt(in_channels * (kernel_size ** 2)))
+        self.act_gain = ACTIVATIONS[activation][2]
+        weight = torch.randn([out_channels, in_channels, kernel_size, kernel_size])
+        bias = torch.zeros([out_channels]) if bias else None
+        if trainable:
+            self.weight = nn.Parameter(weight)
+            self.bias = nn.Parameter(bias) if bias is not None else None
+        else:
+            self.register_buffer("weight", weight)
+            if bias is not None:
+                self.register_buffer("bias", bias)
+            else:
+                self.bias = None
+
+    def forward(self, x: torch.Tensor, gain: float = 1) -> torch.Tensor:
+        w = self.weight * self.weight_gain
+        x = conv2d_resample(x, w, f=self.resample_filter, up=self.up, down=self.down, padding=self.padding)
+        act_gain = self.act_gain * gain
+        act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return apply_bias_act(x, self.bias, act=self.activation, gain=act_gain, clamp=act_clamp,
+                              backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return (f"in_channels={self.in_channels}, out_channels={self.out_channels}, kernel_size={self.kernel_size}, "
+                f"activation={self.activation}, up={self.up}, down={self.down}")
+
+
+class Conv2dLayerPartial(nn.Module):
+    """MAT's partial convolution: a :class:`Conv2dLayer` ``conv`` whose activated output is
+    rescaled by k^2 / (valid count) where the count is positive and zeroed elsewhere.
+
+    forward(x (B, in, H, W), mask (B, 1, H, W) or None) -> (y, new_mask): y is
+    (B, out, H', W'); new_mask (B, 1, H', W') = clamp(count, 0, 1) (None without a mask). The
+    count is a k x k box sum of the mask with stride ``down`` and zero padding k // 2 (no blur),
+    computed by :func:`mat_kernels.ops.partial_conv_mask_update` with this layer's ``backend``.
+    The box filter is not a buffer (absent from the state dict, as in the released code).
+    """
+
+    backend: str = "auto"
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
+                 activation: str = "linear", up: int = 1, down: int = 1, resample_filter=(1, 3, 3, 1),
+                 conv_clamp: Optional[float] = None, trainable: bool = True):
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd for a partial convolution, got {kernel_size}")
+        self.conv = Conv2dLayer(in_channels, out_channels, kernel_size, bias, activation, up, down,
+                                resample_filter, conv_clamp, trainable)
+        self.kernel_size = kernel_size
+        self.slide_winsize = kernel_size ** 2
+        self.stride = down
+        self.padding = kernel_size // 2
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None
+                ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        if mask is None:
+            return self.conv(x), None
+        if mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[0] != x.shape[0] or mask.shape[2:] != x.shape[2:]:
+            raise ValueError(f"mask must have shape (B, 1, H, W) = {(x.shape[0], 1, *x.shape[2:])}, "
+                             f"got {tuple(mask.shape)}")
+        # The released code runs the count in x's dtype (its box filter is cast with .to(x)).
+        with torch.no_grad():
+            new_mask, ratio = ops.partial_conv_mask_update(mask.to(x.dtype), kernel_size=self.kernel_size,
+                                                           stride=self.stride, backend=self.backend)
+        y = self.conv(x)
+        return torch.mul(y, ratio), new_mask
+
+
+class ModulatedConv2d(nn.Module):
+    """StyleGAN2 modulated convolution, run as one grouped convolution over the batch.
+
+    ``weight`` (1, out, in, k, k); ``affine`` = FC(style_dim -> in, bias_init=1); buffer
+    ``resample_filter``. forward(x (B, in, H, W), style (B, style_dim)) -> (B, out, H', W').
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, style_dim: int,
+                 demodulate: bool = True, up: int = 1, down: int = 1, resample_filter=(1, 3, 3, 1),
+                 conv_clamp: Optional[float] = None):
+        super().__init__()
+        self.demodulate = demodulate
+        self.weight = nn.Parameter(torch.randn([1, out_channels, in_channels, kernel_size, kernel_size]))
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
+        self.weight_gain = float(1 / np.sqrt(in_channels * (kernel_size ** 2)))
+        self.padding = kernel_size // 2
+        self.up = up
+        self.down = down
+        self.register_buffer("resample_filter", setup_filter(list(resample_filter)))
+        self.conv_clamp = conv_clamp
+        self.affine = FullyConnectedLayer(style_dim, in_channels, bias_init=1)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        batch, in_channels, height, width = x.shape
+        if in_channels != self.in_channels:
+            raise ValueError(f"x must have {self.in_channels} channels, got {in_channels}")
+        style = self.affine(style).view(batch, 1, in_channels, 1, 1)
+        weight = self.weight * self.weight_gain * style
+        if self.demodulate:
+            decoefs = (weight.pow(2).sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
+            weight = weight * decoefs.view(batch, self.out_channels, 1, 1, 1)
+        weight = weight.view(batch * self.out_channels, in_channels, self.kernel_size, self.kernel_size)
+        x = x.view(1, batch * in_channels, height, width)
+        x = conv2d_resample(x, weight, f=self.resample_filter, up=self.up, down=self.down,
+                            padding=self.padding, groups=batch)
+        return x.view(batch, self.out_channels, *x.shape[2:])
+
+
+NOISE_MODES = ("random", "const", "none")
+
+
+class StyleConv(nn.Module):
+    """Modulated convolution, optional per-pixel noise, bias and activation.
+
+    With ``use_noise``: buffer ``noise_const`` (resolution, resolution) and parameter
+    ``noise_strength`` (scalar, 0 at init). forward(x (B, in, H, W), style (B, style_dim),
+    noise_mode) -> (B, out, H * up, W * up). noise_mode "random" adds randn(B, 1, H, W) *
+    strength (global RNG), "const" adds noise_const * strength (needs H = W = resolution),
+    "none" adds nothing (the released code crashes there; StyleGAN2's meaning is kept).
+    """
+
+    backend: str = "auto"
+
+    def __init__(self, in_channels: int, out_channels: int, style_dim: int, resolution: int,
+                 kernel_size: int = 3, up: int = 1, use_noise: bool = True, activation: str = "lrelu",
+                 resample_filter=(1, 3, 3, 1), conv_clamp: Optional[float] = None, demodulate: bool = True):
+        super().__init__()
+        self.conv = ModulatedConv2d(in_channels=in_channels, out_channels=out_channels, kernel_size=kernel_size,
+                                    style_dim=style_dim, demodulate=demodulate, up=up,
+                                    resample_filter=resample_filter, conv_clamp=conv_clamp)
+        self.use_noise = use_noise
+        self.resolution = resolution
+        if use_noise:
+            self.register_buffer("noise_const", torch.randn([resolution, resolution]))
+            self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+        self.activation = activation
+        self.act_gain = ACTIVATIONS[activation][2]
+        self.conv_clamp = conv_clamp
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, noise_mode: str = "random", gain: float = 1
+                ) -> torch.Tensor:
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        x = self.conv(x, style)
+        if self.use_noise and noise_mode != "none":
+            if noise_mode == "random":
+                noise = torch.randn([x.shape[0], 1, x.shape[2], x.shape[3]], device=x.device) * self.noise_strength
+            else:
+                if tuple(x.shape[-2:]) != tuple(self.noise_const.shape):
+                    raise ValueError(f"noise_mode='const' needs a {tuple(self.noise_const.shape)} feature map, "
+                                     f"got {tuple(x.shape[-2:])}; use noise_mode='random' or 'none'")
+                noise = self.noise_const * self.noise_strength
+            x = x + noise
+        act_gain = self.act_gain * gain
+        act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return apply_bias_act(x, self.bias, act=self.activation, gain=act_gain, clamp=act_clamp,
+                              backend=self.backend)
+
+
+class ToRGB(nn.Module):
+    """1x1 modulated convolution (no demodulation) to image channels, bias, plus the upsampled skip.
+
+    forward(x (B, in, H, W), style (B, style_dim), skip (B, out, H/2, W/2) or (B, out, H, W) or
+    None) -> (B, out, H, W). Owns its own ``resample_filter`` besides ``conv``'s.
+    """
+
+    backend: str = "auto"
+
+    def __init__(self, in_channels: int, out_channels: int, style_dim: int, kernel_size: int = 1,
+                 resample_filter=(1, 3, 3, 1), conv_clamp: Optional[float] = None, demodulate: bool = False):
+        super().__init__()
+        self.conv = ModulatedConv2d(in_channels=in_channels, out_channels=out_channels, kernel_size=kernel_size,
+                                    style_dim=style_dim, demodulate=demodulate,
+                                    resample_filter=resample_filter, conv_clamp=conv_clamp)
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+        self.register_buffer("resample_filter", setup_filter(list(resample_filter)))
+        self.conv_clamp = conv_clamp
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, skip: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x = self.conv(x, style)
+        out = apply_bias_act(x, self.bias, clamp=self.conv_clamp, backend=self.backend)
+        if skip is not None:
+            if skip.shape != out.shape:
+                skip = upsample2d(skip, self.resample_filter)
+            out = out + skip
+        return out
+
+
+class MinibatchStdLayer(nn.Module):
+    """Appends ``num_channels`` feature maps holding the std over groups of ``group_size`` samples.
+
+    forward(x (N, C, H, W)) -> (N, C + num_channels, H, W). The group size is min(group_size, N)
+    and must divide N; sample n belongs to group column n mod (N / G).
+    """
+
+    def __init__(self, group_size: Optional[int], num_channels: int = 1):
+        super().__init__()
+        self.group_size = group_size
+        self.num_channels = num_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        N, C, H, W = x.shape
+        G = min(self.group_size, N) if self.group_size is not None else N
+        if N % G:
+            raise ValueError(f"the batch size ({N}) must be divisible by the minibatch-std group size ({G})")
+        Fc = self.num_channels
+        c = C // Fc
+        y = x.reshape(G, -1, Fc, c, H, W)  # [G, n, F, c, H, W]
+        y = y - y.mean(dim=0)
+        y = y.square().mean(dim=0)
+        y = (y + 1e-8).sqrt()
+        y = y.mean(dim=[2, 3, 4])  # [n, F]
+        y = y.reshape(-1, Fc, 1, 1)
+        y = y.repeat(G, 1, H, W)  # [N, F, H, W]
+        return torch.cat([x, y], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"group_size={self.group_size}, num_channels={self.num_channels}"
