@@ -1,0 +1,314 @@
+"""Triton kernels for MAT's two mask-update rules, their launchers and their ``torch.library`` ops.
+
+* ``window_mask_update``: the attention layer's rule alone. Every token of a window of the
+  (cyclically shifted by ``-shift``) grid becomes clamp(sum of the window's mask, 0, 1) (``any``
+  for bool masks), written back in the un-shifted layout. The shift and the window partition are
+  index arithmetic: no roll, no partition copy.
+* ``partial_conv_mask_update``: the rule of ``Conv2dLayerPartial`` in one pass: the k x k box
+  count S (zero padding k // 2, stride), ``new_mask = clamp(S, 0, 1)`` and
+  ``ratio = k^2 / (S + 1e-8) * clamp(S, 0, 1)``.
+
+Both match :mod:`mat_kernels.reference` bit for bit. For the ratio this means following the
+reference's op order exactly: ``k^2 / t`` on a tensor is ``reciprocal(t) * k^2`` in PyTorch, and
+every intermediate is rounded to the mask's dtype (PyTorch computes fp16/bf16 ops in fp32 and
+rounds each result). Division uses ``div_rn`` because Triton's ``/`` is the approximate
+``div.full.f32`` on NVIDIA GPUs. Sums of fractional masks are exact (and so bit-identical) when
+the values have few mantissa bits (e.g. multiples of 1/256); for arbitrary fractions the
+summation order of ``F.conv2d``/``torch.sum`` is not specified and the last bit may differ.
+
+Ops (no gradient; masks are not differentiated in MAT):
+  ``mat_kernels::window_mask_update_triton(Tensor mask, int window_size, int shift_size) -> Tensor``
+  ``mat_kernels::partial_conv_mask_update_triton(Tensor mask, int kernel_size, int stride)
+  -> (Tensor, Tensor)``
+"""
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+from .. import _checks
+
+__all__ = ["window_mask_update", "partial_conv_mask_update", "window_mask_update_triton",
+           "partial_conv_mask_update_triton", "aot_configs"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernels
+# ----------------------------------------------------------------------------------------------
+@triton.jit
+def _round_to(v, DTYPE: tl.constexpr, ACC: tl.constexpr):
+    """Round an ACC-precision value to the mask's dtype and back: how PyTorch stores each
+    intermediate of a fp16/bf16 op (a no-op for fp32/fp64)."""
+    if DTYPE == tl.bfloat16:
+        # Round to nearest even by hand: same result as the GPU's cvt.rn.bf16.f32, and the
+        # interpreter's own fp32 -> bf16 cast truncates, which would make CPU tests lie.
+        u = v.to(tl.uint32, bitcast=True)
+        u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+        return u.to(tl.float32, bitcast=True)
+    else:
+        return v.to(DTYPE).to(ACC)
+
+
+@triton.jit
+def _window_mask_update_kernel(m_ptr, out_ptr, H, W, n_win_h, n_win_w, stride_b, stride_h, stride_w,
+                               shift, WS: tl.constexpr, BLOCK: tl.constexpr, WIN_BLOCK: tl.constexpr,
+                               IS_BOOL: tl.constexpr, IS_FP64: tl.constexpr):
+    """One program per WIN_BLOCK consecutive windows of one window row of the shifted grid.
+
+    m_ptr:   (B, H, W[, 1]) mask, element strides (stride_b, stride_h, stride_w); bool as uint8.
+    out_ptr: (B, H, W[, 1]) contiguous output of the same dtype.
+    Grid: (cdiv(n_win_w, WIN_BLOCK), n_win_h, B). Window (wy, wx) is window_partition's window
+    wy * n_win_w + wx. Its token (r, c) lives at ((wy*WS + r + shift) % H,
+    (wx*WS + c + shift) % W) of the un-shifted grid, because roll(-shift) moves index i + shift
+    to i. The tile is [WIN_BLOCK, BLOCK, BLOCK] with BLOCK = next power of two >= WS; lanes
+    outside the window or past the last window are masked off.
+    """
+    wy = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    wx = tl.program_id(0) * WIN_BLOCK + tl.arange(0, WIN_BLOCK)[:, None, None]
+    r = tl.arange(0, BLOCK)[None, :, None]
+    c = tl.arange(0, BLOCK)[None, None, :]
+    inside = (wx < n_win_w) & (r < WS) & (c < WS)
+    y = (wy * WS + r + shift) % H
+    x = (wx * WS + c + shift) % W
+    v = tl.load(m_ptr + b * stride_b + y * stride_h + x * stride_w, mask=inside, other=0)
+    if IS_BOOL:
+        # any(): uint8 0/1 values, the max is 1 iff one token is valid.
+        new = tl.max(tl.max(v, axis=2), axis=1)
+    else:
+        # torch.sum accumulates fp16/bf16 in fp32 and rounds the total to the mask's dtype;
+        # clamp then works on that rounded value (0 and 1 are exact in every dtype).
+        ACC: tl.constexpr = tl.float64 if IS_FP64 else tl.float32
+        total = tl.sum(tl.sum(v.to(ACC), axis=2), axis=1)
+        new = _round_to(total, out_ptr.dtype.element_ty, ACC)
+        new = tl.minimum(tl.maximum(new, 0.0), 1.0).to(out_ptr.dtype.element_ty)
+    out = tl.zeros([WIN_BLOCK, BLOCK, BLOCK], dtype=out_ptr.dtype.element_ty) + new[:, None, None]
+    tl.store(out_ptr + b * H * W + y * W + x, out, mask=inside)
+
+
+@triton.jit
+def _partial_conv_mask_update_kernel(m_ptr, new_ptr, ratio_ptr, H, W, H_out, W_out,
+                                     stride_b, stride_h, stride_w, K: tl.constexpr,
+                                     STRIDE: tl.constexpr, BLOCK_H: tl.constexpr,
+                                     BLOCK_W: tl.constexpr, IS_FP64: tl.constexpr):
+    """One program per BLOCK_H x BLOCK_W tile of outputs of one image.
+
+    m_ptr:   (B, 1, H, W) mask with element strides (stride_b, -, stride_h, stride_w); bool as
+             uint8. new_ptr, ratio_ptr: (B, 1, H_out, W_out) contiguous, the output dtype (float32
+             for bool masks, else the mask's dtype).
+    Grid: (cdiv(W_out, BLOCK_W), cdiv(H_out, BLOCK_H), B).
+    Output (oy, ox) counts inputs (oy*STRIDE - K//2 + i, ox*STRIDE - K//2 + j), i, j < K;
+    out-of-image taps are the conv's zero padding.
+    """
+    pid_w = tl.program_id(0)
+    pid_h = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    DTYPE: tl.constexpr = new_ptr.dtype.element_ty
+    ACC: tl.constexpr = tl.float64 if IS_FP64 else tl.float32
+    oy = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)[:, None]
+    ox = pid_w * BLOCK_W + tl.arange(0, BLOCK_W)[None, :]
+    valid_out = (oy < H_out) & (ox < W_out)
+    base = m_ptr + b * stride_b
+    s = tl.zeros([BLOCK_H, BLOCK_W], dtype=ACC)
+    for i in tl.static_range(K):
+        iy = oy * STRIDE - K // 2 + i
+        row_ok = valid_out & (iy >= 0) & (iy < H)
+        for j in tl.static_range(K):
+            ix = ox * STRIDE - K // 2 + j
+            ok = row_ok & (ix >= 0) & (ix < W)
+            s += tl.load(base + iy * stride_h + ix * stride_w, mask=ok, other=0).to(ACC)
+    # The reference's op order, each result rounded to the mask's dtype:
+    #   S = conv2d(...); t = S + 1e-8; ratio = reciprocal(t) * k^2; new = clamp(S, 0, 1);
+    #   ratio = ratio * new.
+    s = _round_to(s, DTYPE, ACC)
+    t = _round_to(s + tl.full([BLOCK_H, BLOCK_W], 1e-8, ACC), DTYPE, ACC)
+    one = tl.full([BLOCK_H, BLOCK_W], 1.0, ACC)
+    if IS_FP64:
+        rcp = one / t  # fp64 division is always IEEE round-to-nearest
+    else:
+        rcp = tl.math.div_rn(one, t)  # '/' would be the approximate div.full.f32 on GPUs
+    rcp = _round_to(rcp, DTYPE, ACC)
+    ratio = _round_to(rcp * (K * K), DTYPE, ACC)
+    new = tl.minimum(tl.maximum(s, 0.0), 1.0)
+    ratio = ratio * new
+    out_off = b * H_out * W_out + oy * W_out + ox
+    tl.store(new_ptr + out_off, new.to(DTYPE), mask=valid_out)
+    tl.store(ratio_ptr + out_off, ratio.to(DTYPE), mask=valid_out)
+
+
+# ----------------------------------------------------------------------------------------------
+# Launchers (arguments already validated)
+# ----------------------------------------------------------------------------------------------
+_PCONV_BLOCK = (16, 32)  # (BLOCK_H, BLOCK_W): 512 outputs, 4 per thread at 4 warps
+
+
+_WINDOW_TILE = 1024  # tokens per program of the window kernel: 16 windows of 8x8, 4 of 16x16
+
+
+def _window_block(window_size: int, n_win_w: int) -> int:
+    """Windows per program: fill a ~1024-token tile, but not past the windows of one row."""
+    per_tile = max(1, _WINDOW_TILE // triton.next_power_of_2(window_size) ** 2)
+    return min(per_tile, triton.next_power_of_2(n_win_w))
+
+
+def _as_kernel_tensor(mask: torch.Tensor) -> torch.Tensor:
+    # Triton has no portable bool pointer; a bool tensor is one byte of 0/1 per element.
+    return mask.view(torch.uint8) if mask.dtype == torch.bool else mask
+
+
+def window_mask_update_triton(mask: torch.Tensor, window_size: int, shift_size: int = 0) -> torch.Tensor:
+    """Launch ``_window_mask_update_kernel``. mask: (B, H, W, 1) or (B, H, W); returns a new
+    contiguous tensor of the same shape and dtype."""
+    B, H, W = mask.shape[:3]
+    ws = window_size
+    m = _as_kernel_tensor(mask)
+    out = torch.empty(mask.shape, dtype=m.dtype, device=mask.device)
+    if mask.numel() == 0:
+        return out.view(mask.dtype)
+    n_win_w = W // ws
+    block = triton.next_power_of_2(ws)
+    win_block = _window_block(ws, n_win_w)
+    grid = (triton.cdiv(n_win_w, win_block), H // ws, B)
+    _window_mask_update_kernel[grid](
+        m, out, H, W, H // ws, n_win_w, m.stride(0), m.stride(1), m.stride(2), shift_size,
+        WS=ws, BLOCK=block, WIN_BLOCK=win_block, IS_BOOL=mask.dtype == torch.bool,
+        IS_FP64=mask.dtype == torch.float64, num_warps=4)
+    return out.view(mask.dtype)
+
+
+def _pconv_out_shape(mask_shape, kernel_size: int, stride: int) -> Tuple[int, int, int, int]:
+    B, _, H, W = mask_shape
+    pad = kernel_size // 2
+    return B, 1, (H + 2 * pad - kernel_size) // stride + 1, (W + 2 * pad - kernel_size) // stride + 1
+
+
+def partial_conv_mask_update_triton(mask: torch.Tensor, kernel_size: int, stride: int = 1
+                                    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Launch ``_partial_conv_mask_update_kernel``. mask: (B, 1, H, W); returns (new_mask, ratio),
+    each (B, 1, H_out, W_out), float32 for bool masks, else the mask's dtype."""
+    shape = _pconv_out_shape(mask.shape, kernel_size, stride)
+    dtype = torch.float32 if mask.dtype == torch.bool else mask.dtype
+    new = torch.empty(shape, dtype=dtype, device=mask.device)
+    ratio = torch.empty(shape, dtype=dtype, device=mask.device)
+    B, _, H_out, W_out = shape
+    if new.numel() == 0:
+        return new, ratio
+    m = _as_kernel_tensor(mask)
+    bh, bw = _PCONV_BLOCK
+    grid = (triton.cdiv(W_out, bw), triton.cdiv(H_out, bh), B)
+    _partial_conv_mask_update_kernel[grid](
+        m, new, ratio, mask.shape[2], mask.shape[3], H_out, W_out, m.stride(0), m.stride(2), m.stride(3),
+        K=kernel_size, STRIDE=stride, BLOCK_H=bh, BLOCK_W=bw, IS_FP64=dtype == torch.float64, num_warps=4)
+    return new, ratio
+
+
+# ----------------------------------------------------------------------------------------------
+# torch.library ops (opaque to torch.compile; fake impls give shapes and dtypes)
+# ----------------------------------------------------------------------------------------------
+@torch.library.custom_op("mat_kernels::window_mask_update_triton", mutates_args=())
+def _window_mask_update_op(mask: torch.Tensor, window_size: int, shift_size: int) -> torch.Tensor:
+    return window_mask_update_triton(mask, window_size, shift_size)
+
+
+@_window_mask_update_op.register_fake
+def _(mask, window_size, shift_size):
+    return mask.new_empty(mask.shape)
+
+
+@torch.library.custom_op("mat_kernels::partial_conv_mask_update_triton", mutates_args=())
+def _partial_conv_mask_update_op(mask: torch.Tensor, kernel_size: int, stride: int
+                                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+    return partial_conv_mask_update_triton(mask, kernel_size, stride)
+
+
+@_partial_conv_mask_update_op.register_fake
+def _(mask, kernel_size, stride):
+    shape = _pconv_out_shape(mask.shape, kernel_size, stride)
+    dtype = torch.float32 if mask.dtype == torch.bool else mask.dtype
+    return mask.new_empty(shape, dtype=dtype), mask.new_empty(shape, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# Backend entry points (the names mat_kernels.triton forwards to)
+# ----------------------------------------------------------------------------------------------
+def _check_device(mask: torch.Tensor) -> None:
+    import os
+    if mask.device.type != "cuda" and not (mask.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"):
+        raise ValueError(f"mask must be a CUDA tensor for the Triton backend (or a CPU tensor with "
+                         f"TRITON_INTERPRET=1), got device {mask.device}")
+
+
+def window_mask_update(mask: torch.Tensor, *, window_size: int, shift_size: int = 0) -> torch.Tensor:
+    """Triton twin of :func:`mat_kernels.reference.window_mask_update`.
+
+    Args:
+        mask: (B, H, W, 1) or (B, H, W), bool or float (1 valid, 0 hole).
+        window_size: window side, divides H and W. shift_size: 0 <= shift_size < window_size.
+    Returns:
+        The new mask, same shape and dtype, in the un-shifted layout.
+    """
+    if not isinstance(mask, torch.Tensor) or mask.ndim not in (3, 4):
+        raise ValueError(f"mask must be a (B, H, W, 1) or (B, H, W) tensor, got "
+                         f"{tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__}")
+    B, H, W = mask.shape[:3]
+    _checks.check_mask(mask, B, H, W, mask.device)
+    _checks.check_window_args(H, W, window_size, shift_size)
+    _check_device(mask)
+    return torch.ops.mat_kernels.window_mask_update_triton(mask, window_size, shift_size)
+
+
+def partial_conv_mask_update(mask: torch.Tensor, *, kernel_size: int, stride: int = 1
+                             ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Triton twin of :func:`mat_kernels.reference.partial_conv_mask_update`.
+
+    Args:
+        mask: (B, 1, H, W), bool or float. kernel_size: odd k. stride: the layer's ``down``.
+    Returns:
+        (new_mask, ratio), each (B, 1, H_out, W_out), H_out = (H - 1) // stride + 1, in the mask's
+        floating dtype (float32 for bool).
+    """
+    _checks.check_mask_image(mask)
+    _checks.check_positive_int("kernel_size", kernel_size)
+    if kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+    _checks.check_positive_int("stride", stride)
+    _check_device(mask)
+    return torch.ops.mat_kernels.partial_conv_mask_update_triton(mask, kernel_size, stride)
+
+
+# ----------------------------------------------------------------------------------------------
+# Ahead-of-time compile configs (see mat_kernels/triton/aot.py)
+# ----------------------------------------------------------------------------------------------
+_AOT_DTYPES = {"bool": "*u8", "fp32": "*fp32", "fp16": "*fp16", "bf16": "*bf16"}
+
+
+def aot_configs() -> List[dict]:
+    """Kernel configurations for the compile gate: MAT's windows (8 on the 64 grid, 16 on the
+    32/16 grids) and its partial convs (k3, stride 1 and 2), plus the other sizes the tests use."""
+    configs = []
+    for dname, ptr in _AOT_DTYPES.items():
+        for ws in (8, 16, 32):
+            configs.append(dict(
+                name=f"window_mask_update ws={ws}", fn=_window_mask_update_kernel, dtype=dname,
+                signature={"m_ptr": ptr, "out_ptr": ptr, "H": "i32", "W": "i32", "n_win_h": "i32",
+                           "n_win_w": "i32", "stride_b": "i32", "stride_h": "i32", "stride_w": "i32",
+                           "shift": "i32"},
+                constexprs={"WS": ws, "BLOCK": triton.next_power_of_2(ws),
+                            "WIN_BLOCK": _window_block(ws, 64 // ws), "IS_BOOL": dname == "bool",
+                            "IS_FP64": False},
+                num_warps=4, mat_shape=ws in (8, 16)))
+        out = "*fp32" if dname == "bool" else ptr
+        for k, stride in ((3, 1), (3, 2), (5, 1), (7, 1)):
+            configs.append(dict(
+                name=f"partial_conv_mask_update k={k} s={stride}", fn=_partial_conv_mask_update_kernel,
+                dtype=dname,
+                signature={"m_ptr": ptr, "new_ptr": out, "ratio_ptr": out, "H": "i32", "W": "i32",
+                           "H_out": "i32", "W_out": "i32", "stride_b": "i32", "stride_h": "i32",
+                           "stride_w": "i32"},
+                constexprs={"K": k, "STRIDE": stride, "BLOCK_H": _PCONV_BLOCK[0], "BLOCK_W": _PCONV_BLOCK[1],
+                            "IS_FP64": False},
+                num_warps=4, mat_shape=k == 3))
+    return configs
