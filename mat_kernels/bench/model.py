@@ -1,0 +1,168 @@
+"""Model-level benchmark: generator inference and a full G+D training step, images/s.
+
+Paths: ``reference`` (``set_backend("reference")``), ``auto`` (the fused kernels where they can
+run) and ``compile`` (``torch.compile`` of the reference model). The networks come from
+``mat_kernels.models``; until that imports, every row says why the model is not available.
+Weights are random (nothing is downloaded): throughput does not depend on them.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+from typing import Callable, Iterable, List, Optional
+
+import torch
+import torch.nn.functional as F
+
+from . import timing
+from .suite import STATUS_FAILED, STATUS_OK, reason_of
+
+Z_DIM = W_DIM = 512
+MODEL_PATHS = ("reference", "auto", "compile")
+WHATS = ("generator_forward", "train_step")
+
+
+class ModelUnavailable(RuntimeError):
+    pass
+
+
+def load_networks():
+    """``(Generator, Discriminator)`` classes, or ModelUnavailable with the import error."""
+    try:
+        from ..models import Discriminator, Generator
+    except Exception as exc:
+        raise ModelUnavailable(f"model not available: {reason_of(exc)}") from exc
+    return Generator, Discriminator
+
+
+def _inputs(batch: int, resolution: int, device, seed: int = 0):
+    """Images in [-1, 1], masks with one rectangular hole per image (1 = known), z, empty c."""
+    g = torch.Generator().manual_seed(seed)
+    img = torch.rand(batch, 3, resolution, resolution, generator=g) * 2 - 1
+    mask = torch.ones(batch, 1, resolution, resolution)
+    for b in range(batch):
+        y, x = (int(t) for t in torch.randint(0, resolution // 2, (2,), generator=g))
+        mask[b, :, y:y + resolution // 2, x:x + resolution // 2] = 0
+    z = torch.randn(batch, Z_DIM, generator=g)
+    c = torch.zeros(batch, 0)
+    return tuple(t.to(device) for t in (img, mask, z, c))
+
+
+def _set_backend(net, name: str) -> None:
+    if not hasattr(net, "set_backend"):
+        raise ModelUnavailable(f"model not available: {type(net).__name__} has no set_backend()")
+    net.set_backend(name)
+
+
+def _generate(G, img, mask, z, c, noise_mode: str):
+    """(image, stage-1 image); stage 1 falls back to the image when G cannot return it."""
+    fn = G._orig_mod if hasattr(G, "_orig_mod") else G
+    if "return_stg1" in inspect.signature(fn.forward).parameters:
+        out = G(img, mask, z, c, noise_mode=noise_mode, return_stg1=True)
+    else:
+        out = G(img, mask, z, c, noise_mode=noise_mode)
+    if isinstance(out, (tuple, list)):
+        return out[0], out[1] if len(out) > 1 else out[0]
+    return out, out
+
+
+def _train_step(G, D, opt_g, opt_d, img, mask, z, c):
+    """One non-saturating logistic GAN step on both stages, as MAT trains (no R1, whose lazy
+    regularisation runs every 16 steps, and no perceptual loss, which needs VGG weights)."""
+    fake, fake1 = _generate(G, img, mask, z, c, "random")
+    logit, logit1 = D(fake, mask, fake1, c)
+    loss_g = F.softplus(-logit).mean() + F.softplus(-logit1).mean()
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    with torch.no_grad():
+        fake, fake1 = _generate(G, img, mask, z, c, "random")
+    f_logit, f_logit1 = D(fake, mask, fake1, c)
+    r_logit, r_logit1 = D(img, mask, img, c)
+    loss_d = (F.softplus(f_logit).mean() + F.softplus(f_logit1).mean()
+              + F.softplus(-r_logit).mean() + F.softplus(-r_logit1).mean())
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    return loss_g.detach(), loss_d.detach()
+
+
+def _row(what, path, batch, resolution, dtype):
+    return {"what": what, "path": path, "batch": batch, "resolution": resolution, "dtype": dtype,
+            "status": None, "reason": None, "median_ms": None, "min_ms": None, "times_ms": None,
+            "images_per_s": None, "peak_mem_bytes": None, "speedup_vs_reference": None}
+
+
+def run_model(resolution: int, batches: Iterable[int], device: torch.device, warmup: int, repeats: int,
+              paths: Iterable[str] = MODEL_PATHS, whats: Iterable[str] = WHATS, dtype: str = "fp32",
+              on_row_done: Optional[Callable[[dict], None]] = None) -> List[dict]:
+    """Rows for every (what, batch, path); failures carry their reason. ``dtype`` "bf16" runs
+    under ``torch.autocast``."""
+    rows: List[dict] = []
+    paths, whats, batches = list(paths), list(whats), list(batches)
+    try:
+        Generator, Discriminator = load_networks()
+    except ModelUnavailable as exc:
+        for what in whats:
+            for batch in batches:
+                for path in paths:
+                    r = _row(what, path, batch, resolution, dtype)
+                    r.update(status=STATUS_FAILED, reason=str(exc))
+                    rows.append(r)
+                    if on_row_done:
+                        on_row_done(r)
+        return rows
+    def amp():
+        return torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
+    for what in whats:
+        for batch in batches:
+            for path in paths:
+                r = _row(what, path, batch, resolution, dtype)
+                try:
+                    torch.manual_seed(0)
+                    G = Generator(z_dim=Z_DIM, c_dim=0, w_dim=W_DIM, img_resolution=resolution,
+                                  img_channels=3).to(device)
+                    _set_backend(G, "auto" if path == "auto" else "reference")
+                    img, mask, z, c = _inputs(batch, resolution, device)
+                    if what == "generator_forward":
+                        G.eval()
+                        Gr = torch.compile(G) if path == "compile" else G
+
+                        def call():
+                            with torch.no_grad(), amp():
+                                return _generate(Gr, img, mask, z, c, "const")
+                    else:
+                        D = Discriminator(c_dim=0, img_resolution=resolution, img_channels=3).to(device)
+                        if hasattr(D, "set_backend"):
+                            D.set_backend("auto" if path == "auto" else "reference")
+                        opt_g = torch.optim.Adam(G.parameters(), lr=1e-3, betas=(0.0, 0.99))
+                        opt_d = torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.0, 0.99))
+                        Gr, Dr = (torch.compile(G), torch.compile(D)) if path == "compile" else (G, D)
+
+                        def call():
+                            with amp():
+                                return _train_step(Gr, Dr, opt_g, opt_d, img, mask, z, c)
+                    if path == "compile":
+                        with contextlib.suppress(Exception):
+                            torch._dynamo.reset()
+                    call()  # compile / warm the allocator before the counted warm-up
+                    t = timing.measure(call, device, warmup, repeats, flush_l2=False)
+                    r.update(median_ms=t["median_ms"], min_ms=t["min_ms"], times_ms=t["times_ms"],
+                             images_per_s=batch / (t["median_ms"] / 1e3))
+                    r["peak_mem_bytes"] = timing.peak_memory(call, device)
+                    r["status"] = STATUS_OK
+                except Exception as exc:
+                    r.update(status=STATUS_FAILED, reason=reason_of(exc))
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                finally:
+                    G = D = Gr = Dr = opt_g = opt_d = None  # noqa: F841 (free before the next path)
+                rows.append(r)
+                if on_row_done:
+                    on_row_done(r)
+    for r in rows:
+        base = next((b for b in rows if b["what"] == r["what"] and b["batch"] == r["batch"]
+                     and b["path"] == "reference" and b["status"] == STATUS_OK), None)
+        if base is not None and r["status"] == STATUS_OK:
+            r["speedup_vs_reference"] = base["median_ms"] / r["median_ms"]
+    return rows
