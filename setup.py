@@ -41,12 +41,14 @@ def _cuda_extension():
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "*.cu")))
     if not sources:
         return [], {}
+    # No -std flag: torch's BuildExtension adds the standard its headers need (C++20 for torch
+    # 2.13, C++17 for older releases); the .cu files include no torch header and build with either.
     ext = CUDAExtension(
         name="mat_kernels._C",
         sources=sources,
         include_dirs=[os.path.join(ROOT, "csrc")],
-        extra_compile_args={"cxx": ["-O3", "-std=c++17"],
-                            "nvcc": ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]},
+        extra_compile_args={"cxx": ["-O3"],
+                            "nvcc": ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]},
     )
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
 
