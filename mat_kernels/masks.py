@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 __all__ = ["MASK_VARIANTS", "random_mask", "official_random_mask", "batch_random_mask",
-           "RandomMask", "BatchRandomMask", "load_mask", "list_mask_files", "MaskFolder"]
+           "RandomMask", "BatchRandomMask", "check_mask_args", "load_mask", "list_mask_files", "MaskFolder"]
 
 # variant -> (max tries of s/2 boxes, max tries of s boxes, max brush strokes), scaled by coef.
 # randint(n) draws 0..n-1, so (5, 3, 9) means up to 4 small boxes, 2 large boxes, 8 strokes.
@@ -118,6 +118,22 @@ def _brush(draws: _Draws, max_tries: int, s: int) -> np.ndarray:
     return brush
 
 
+def check_mask_args(s: int, hole_range: Sequence[float], variant: str) -> Tuple[int, int, int]:
+    """Validate random_mask's arguments; returns the scaled (small box, large box, stroke) max tries."""
+    if not isinstance(s, (int, np.integer)) or s < 2:
+        raise ValueError(f"s: expected an integer side length >= 2, got {s!r}")
+    if len(hole_range) != 2 or not (0.0 <= hole_range[0] < hole_range[1] <= 1.0):
+        raise ValueError(f"hole_range: expected (lo, hi) with 0 <= lo < hi <= 1, got {tuple(hole_range)!r}")
+    small_tries, large_tries, brush_tries = _resolve_variant(variant, int(s))
+    coef = min(hole_range[0] + hole_range[1], 1.0)
+    tries = (int(small_tries * coef), int(large_tries * coef), int(brush_tries * coef))
+    if min(tries) < 1:
+        # The official code would call randint(0) here and crash.
+        raise ValueError(f"hole_range: lo + hi = {coef:.3g} leaves no boxes or strokes for variant "
+                         f"{variant!r} (max tries {tries}); use a larger range")
+    return tries
+
+
 def random_mask(s: int, hole_range: Sequence[float] = (0.0, 1.0), *, variant: str = "auto",
                 rng: RngLike = None, seed: int = 0) -> np.ndarray:
     """One free-form mask as MAT trains with.
@@ -134,18 +150,8 @@ def random_mask(s: int, hole_range: Sequence[float] = (0.0, 1.0), *, variant: st
     Returns:
         (1, s, s) float32 numpy array, 1 = known, 0 = hole.
     """
-    if not isinstance(s, (int, np.integer)) or s < 2:
-        raise ValueError(f"s: expected an integer side length >= 2, got {s!r}")
+    tries = check_mask_args(s, hole_range, variant)
     s = int(s)
-    if len(hole_range) != 2 or not (0.0 <= hole_range[0] < hole_range[1] <= 1.0):
-        raise ValueError(f"hole_range: expected (lo, hi) with 0 <= lo < hi <= 1, got {tuple(hole_range)!r}")
-    small_tries, large_tries, brush_tries = _resolve_variant(variant, s)
-    coef = min(hole_range[0] + hole_range[1], 1.0)
-    tries = (int(small_tries * coef), int(large_tries * coef), int(brush_tries * coef))
-    if min(tries) < 1:
-        # The official code would call randint(0) here and crash.
-        raise ValueError(f"hole_range: lo + hi = {coef:.3g} leaves no boxes or strokes for variant "
-                         f"{variant!r} (max tries {tries}); use a larger range")
     draws = _resolve_rng(rng, seed)
     lo, hi = hole_range
     while True:

@@ -1,0 +1,120 @@
+"""Training configuration of ``mat-train`` (defaults: the README's Places command, spec §4.3)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+
+@dataclass
+class TrainConfig:
+    """All options of a run; ``mat-train --help`` lists them with the same names (dashes)."""
+
+    data: str = ""                      # training image folder
+    out_dir: str = "runs/mat"           # checkpoints, stats.jsonl, samples/
+    val_data: Optional[str] = None      # held-out image folder for PSNR/SSIM/L1 and sample grids
+    val_masks: Optional[str] = None     # optional fixed mask folder for the held-out set
+    resolution: int = 512
+    model: str = "mat"                  # 'mat' (mat_kernels.models) or 'package.module:factory'
+    # Optimisation (official: Adam betas (0, 0.99), eps 1e-8, lazy regularisation intervals 4 / 16).
+    batch: int = 32                     # global batch (all ranks)
+    lr: float = 0.001
+    lrt: Optional[float] = None         # separate lr for parameters whose name contains 'tran'
+    betas: Tuple[float, float] = (0.0, 0.99)
+    eps: float = 1e-8
+    G_reg_interval: int = 4
+    D_reg_interval: int = 16
+    # Loss (README Places command: --pr 0.1 --truncation 0.5 --style_mix 0.5, gamma 10).
+    r1_gamma: float = 10.0
+    pcp_ratio: float = 0.1
+    truncation_psi: float = 0.5
+    style_mixing_prob: float = 0.5
+    vgg_path: Optional[str] = None      # torchvision vgg19-dcbbb3f4.pth (or $MAT_KERNELS_VGG19)
+    # EMA of G: beta = 0.5 ** (batch / (ema_kimg * 1000)), optional ramp-up.
+    ema_kimg: float = 10.0
+    ema_rampup: Optional[float] = None
+    # Networks.
+    z_dim: int = 512
+    w_dim: int = 512
+    mapping_layers: int = 8
+    mbstd_group: int = 8
+    # Data.
+    mirror: bool = True
+    hole_range: Tuple[float, float] = (0.0, 1.0)
+    mask_variant: str = "auto"
+    workers: int = 2
+    max_images: Optional[int] = None
+    # Run length and bookkeeping (in steps; one step = one global batch).
+    total_steps: int = 1000
+    stop_at_step: Optional[int] = None  # stop early (as if killed) after this step, after its checkpoint
+    log_every: int = 50
+    ckpt_every: int = 1000
+    keep_ckpts: int = 3
+    eval_every: int = 0                 # 0: only at the end (when val_data is set)
+    eval_images: int = 64
+    sample_every: int = 0               # 0: only at the end (when val_data is set)
+    sample_images: int = 8
+    seed: int = 0
+    resume: Optional[str] = None        # checkpoint path, or 'latest' (newest in out_dir)
+    # Speed.
+    device: str = "auto"                # 'auto' (cuda if available), 'cuda' or 'cpu'
+    amp: bool = False                   # bf16 autocast for forward passes
+    grad_checkpoint: bool = False       # torch.utils.checkpoint around transformer layers of G
+    checkpoint_modules: Tuple[str, ...] = ("BasicLayer",)
+    tensorboard: bool = True            # also write TensorBoard events when it is installed
+    progress: bool = True               # tqdm bar on rank 0
+
+    def validate(self) -> "TrainConfig":
+        if not self.data:
+            raise ValueError("data: a training image folder is required")
+        for name in ("batch", "resolution", "total_steps", "log_every", "ckpt_every", "G_reg_interval",
+                     "D_reg_interval", "eval_images", "sample_images", "keep_ckpts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected a positive value, got {getattr(self, name)!r}")
+        if self.stop_at_step is not None and not 1 <= self.stop_at_step <= self.total_steps:
+            raise ValueError(f"stop_at_step: expected 1..total_steps, got {self.stop_at_step}")
+        if self.device not in ("auto", "cuda", "cpu"):
+            raise ValueError(f"device: expected 'auto', 'cuda' or 'cpu', got {self.device!r}")
+        return self
+
+
+def _parse_bool(s: str) -> bool:
+    if s.lower() in ("1", "true", "yes", "on"):
+        return True
+    if s.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {s!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mat-train",
+        description="Train MAT (Mask-Aware Transformer) with the fused layers. Launch with "
+                    "`torchrun --nproc_per_node N -m mat_kernels.train ...` (NCCL on GPU, gloo on CPU).")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        if f.name in ("betas", "hole_range"):
+            p.add_argument(flag, type=float, nargs=2, default=default, metavar=("A", "B"))
+        elif f.name == "checkpoint_modules":
+            p.add_argument(flag, nargs="+", default=default)
+        elif isinstance(default, bool):
+            p.add_argument(flag, type=_parse_bool, default=default, metavar="BOOL")
+        elif f.name in ("lrt", "ema_rampup"):
+            p.add_argument(flag, type=float, default=default)
+        elif f.name in ("stop_at_step", "max_images"):
+            p.add_argument(flag, type=int, default=default)
+        elif default is None:
+            p.add_argument(flag, type=str, default=None)
+        else:
+            p.add_argument(flag, type=type(default), default=default)
+    return p
+
+
+def config_from_args(argv=None) -> TrainConfig:
+    ns = build_parser().parse_args(argv)
+    kw = vars(ns)
+    for k in ("betas", "hole_range", "checkpoint_modules"):
+        kw[k] = tuple(kw[k])
+    return TrainConfig(**kw).validate()
