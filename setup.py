@@ -68,9 +68,22 @@ setup(
         "torch>=2.4",
         "triton>=3.0; platform_system == 'Linux'",
         "numpy",
+        "pillow",
+        "safetensors",
+        "tqdm",
+        "matplotlib",
     ],
     extras_require={
-        "test": ["pytest", "pytest-benchmark"],
+        # FID / P-IDS / U-IDS need scipy (matrix square root) and scikit-learn (linear SVM).
+        "metrics": ["scipy", "scikit-learn"],
+        "test": ["pytest", "pytest-benchmark", "scipy", "scikit-learn", "scikit-image"],
+    },
+    entry_points={
+        "console_scripts": [
+            "mat-bench=mat_kernels.bench.__main__:main",
+            "mat-inpaint=mat_kernels.cli.inpaint:main",
+            "mat-train=mat_kernels.train.__main__:main",
+        ],
     },
     ext_modules=ext_modules,
     cmdclass=cmdclass,
