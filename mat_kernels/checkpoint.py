@@ -1,0 +1,734 @@
+"""Load MAT weights without running code from the checkpoint, and save them in a pickle-free format.
+
+Three on-disk formats are understood (detected from the file contents, not the extension):
+
+(a) **Official released ``.pkl``** (spec §7): a plain Python pickle of a dict with keys
+    ``'G'``, ``'D'``, ``'G_ema'``, ... whose networks are ``torch_utils.persistence`` objects.
+    The official loader ``exec()``s the source text stored in every persistent object; here a
+    restricted :class:`pickle.Unpickler` turns each such object into an inert
+    :class:`PersistentRecord` (class name + state) and refuses every global that is not on a
+    short allow-list, so nothing from the file is ever executed. The state dict is then
+    rebuilt by walking ``_parameters`` / persistent ``_buffers`` / ``_modules`` exactly as
+    ``nn.Module.state_dict()`` would.
+(b) **Plain state dicts** written by ``torch.save`` (zip or legacy), read with
+    ``torch.load(weights_only=True)``; ``{"G_ema": sd}`` / ``{"state_dict": sd}`` wrappers and
+    ``module.`` / ``G_ema.`` key prefixes are accepted (see :func:`remap_state_dict`).
+(c) **This package's format**: ``<stem>.safetensors`` weights beside a small ``<stem>.json``
+    config (``resolution``, ``z_dim``, ``w_dim``, ``c_dim``, ``img_channels``), written by
+    :func:`save_checkpoint`. No pickle at all.
+
+Public entry points: :func:`load_state_dicts`, :func:`load_generator`,
+:func:`load_discriminator`, :func:`save_checkpoint`, :func:`remap_state_dict`,
+:func:`check_state_dict`, :func:`infer_generator_config`.
+"""
+from __future__ import annotations
+
+import collections
+import io
+import json
+import os
+import pickle
+import re
+import warnings
+from pathlib import Path
+from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+__all__ = [
+    "CheckpointError",
+    "PersistentRecord",
+    "ModuleStub",
+    "SafeUnpickler",
+    "safe_load_pickle",
+    "state_dict_from_record",
+    "remap_state_dict",
+    "check_state_dict",
+    "infer_generator_config",
+    "infer_discriminator_config",
+    "load_state_dicts",
+    "load_generator",
+    "load_discriminator",
+    "save_checkpoint",
+]
+
+PathLike = Union[str, os.PathLike]
+StateDict = Dict[str, torch.Tensor]
+
+NETWORK_NAMES = ("G_ema", "G", "D")
+FORMAT_NAME = "mat_kernels"
+FORMAT_VERSION = 1
+# Generator defaults of the released models (spec §1.1): z = w = 512, no labels, RGB.
+DEFAULT_G_CONFIG = {"z_dim": 512, "c_dim": 0, "w_dim": 512, "img_channels": 3}
+_ZIP_MAGIC = b"PK\x03\x04"
+# Legacy (non-zip) torch.save files start with a pickled magic number (torch.serialization).
+_TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read or does not fit the network it is loaded into."""
+
+
+# ----------------------------------------------------------------------------------------------
+# (a) Restricted unpickling of official persistent-class pickles
+# ----------------------------------------------------------------------------------------------
+
+class PersistentRecord:
+    """Inert stand-in for a ``torch_utils.persistence`` object: its class name and state.
+
+    ``state`` is the pickled ``__dict__`` of the module (``_parameters``, ``_buffers``,
+    ``_modules``, ``_non_persistent_buffers_set``, ``_init_kwargs``, ...). The stored source
+    text (``module_src``) is dropped unread.
+    """
+
+    __slots__ = ("class_name", "state", "version")
+
+    def __init__(self, class_name: str, state: dict, version):
+        self.class_name = class_name
+        self.state = state
+        self.version = version
+
+    def __repr__(self) -> str:
+        return f"PersistentRecord({self.class_name!r})"
+
+
+def _reconstruct_persistent_record(meta):
+    """Replacement for ``torch_utils.persistence._reconstruct_persistent_obj``: never execs."""
+    if not isinstance(meta, dict):
+        raise pickle.UnpicklingError(
+            f"persistent object: expected a meta dict, got {type(meta).__name__}")
+    if meta.get("type") != "class":
+        raise pickle.UnpicklingError(
+            f"persistent object: unsupported meta type {meta.get('type')!r} (expected 'class')")
+    class_name = meta.get("class_name")
+    if not isinstance(class_name, str):
+        raise pickle.UnpicklingError("persistent object: meta has no class_name string")
+    state = meta.get("state")
+    if state is None:
+        state = {}
+    if not isinstance(state, dict):
+        raise pickle.UnpicklingError(
+            f"persistent object {class_name}: expected a state dict, got {type(state).__name__}")
+    return PersistentRecord(class_name, state, meta.get("version"))
+
+
+class ModuleStub:
+    """Inert stand-in for a ``torch.nn.modules.*`` instance (ModuleList, Sequential, Softmax...).
+
+    Unpickling creates it with NEWOBJ and fills it through BUILD; it only stores the state.
+    The class object itself may also appear as a plain value (e.g. ``nn.GELU`` inside
+    ``_init_kwargs``); then it is just an inert class.
+    """
+
+    stub_of = "torch.nn.Module"
+
+    def __new__(cls, *args, **kwargs):
+        obj = object.__new__(cls)
+        obj.state = {}
+        return obj
+
+    def __setstate__(self, state):
+        if not isinstance(state, dict):
+            raise pickle.UnpicklingError(
+                f"{self.stub_of}: expected a state dict, got {type(state).__name__}")
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"ModuleStub({self.stub_of})"
+
+
+class _EasyDictStub(dict):
+    """``dnnlib.util.EasyDict`` read back as a plain dict (attribute access is not needed)."""
+
+
+def _safe_load_from_bytes(data):
+    """``torch.storage._load_from_bytes``: a legacy torch.save blob of one storage."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise pickle.UnpicklingError(
+            f"torch.storage._load_from_bytes: expected bytes, got {type(data).__name__}")
+    storage = torch.load(io.BytesIO(bytes(data)), weights_only=True, map_location="cpu")
+    if not isinstance(storage, (torch.storage.TypedStorage, torch.UntypedStorage)):
+        raise pickle.UnpicklingError(
+            f"torch.storage._load_from_bytes: expected a storage, got {type(storage).__name__}")
+    return storage
+
+
+def _int_tuple(what: str, value) -> Tuple[int, ...]:
+    if isinstance(value, torch.Size):
+        value = tuple(value)
+    if not isinstance(value, (tuple, list)) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise pickle.UnpicklingError(f"tensor rebuild: {what} must be a tuple of ints, got {value!r}")
+    return tuple(value)
+
+
+def _safe_rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
+                            backward_hooks=None, metadata=None):
+    """``torch._utils._rebuild_tensor_v2`` with bounds checks; returns a plain tensor.
+
+    Torch's own rebuild silently *grows* the storage when size/stride point past its end, so
+    the extent is checked here first. ``requires_grad``, hooks and metadata are dropped.
+    """
+    if isinstance(storage, torch.storage.TypedStorage):
+        dtype, untyped = storage.dtype, storage._untyped_storage
+    else:
+        raise pickle.UnpicklingError(
+            f"tensor rebuild: expected a typed storage, got {type(storage).__name__}")
+    size = _int_tuple("size", size)
+    stride = _int_tuple("stride", stride)
+    if not isinstance(storage_offset, int) or storage_offset < 0:
+        raise pickle.UnpicklingError(f"tensor rebuild: bad storage offset {storage_offset!r}")
+    if len(size) != len(stride) or any(s < 0 for s in size) or any(s < 0 for s in stride):
+        raise pickle.UnpicklingError(f"tensor rebuild: bad size {size} / stride {stride}")
+    numel = untyped.nbytes() // torch.empty((), dtype=dtype).element_size()
+    if all(s > 0 for s in size):
+        last = storage_offset + sum((n - 1) * st for n, st in zip(size, stride))
+        if last >= numel:
+            raise pickle.UnpicklingError(
+                f"tensor rebuild: size {size}, stride {stride}, offset {storage_offset} reach "
+                f"element {last} of a storage with {numel} elements")
+    t = torch.empty((0,), dtype=dtype)
+    t.set_(untyped, storage_offset, size, stride)
+    return t
+
+
+def _safe_rebuild_parameter(data, requires_grad=False, backward_hooks=None, *state):
+    """``torch._utils._rebuild_parameter(_with_state)``: the parameter's data as a plain tensor."""
+    if not isinstance(data, torch.Tensor):
+        raise pickle.UnpicklingError(
+            f"parameter rebuild: expected a tensor, got {type(data).__name__}")
+    return data
+
+
+def _safe_numpy_dtype(spec, align=False, copy=False):
+    if not isinstance(spec, str):
+        raise pickle.UnpicklingError(f"numpy.dtype: expected a type string, got {spec!r}")
+    dt = np.dtype(spec)
+    if dt.hasobject:
+        raise pickle.UnpicklingError(f"numpy.dtype: object dtype {spec!r} is not allowed")
+    return np.dtype(spec, bool(align), bool(copy))
+
+
+def _safe_numpy_scalar(dtype, data=None):
+    """``numpy.core.multiarray.scalar``: a numeric scalar from its raw bytes."""
+    if not isinstance(dtype, np.dtype) or dtype.hasobject:
+        raise pickle.UnpicklingError(f"numpy scalar: unsupported dtype {dtype!r}")
+    if data is None:
+        data = b"\x00" * dtype.itemsize
+    if not isinstance(data, (bytes, bytearray)) or len(data) != dtype.itemsize:
+        raise pickle.UnpicklingError(
+            f"numpy scalar: expected {dtype.itemsize} bytes for {dtype}, got {data!r}")
+    return np.frombuffer(bytes(data), dtype=dtype)[0].copy()
+
+
+# Exact (module, name) -> safe replacement. Everything not here (and not a torch.nn.modules
+# class) is refused.
+_ALLOWED_GLOBALS = {
+    ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_record,
+    ("dnnlib.util", "EasyDict"): _EasyDictStub,
+    ("dnnlib", "EasyDict"): _EasyDictStub,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("__builtin__", "set"): set,
+    ("numpy.core.multiarray", "scalar"): _safe_numpy_scalar,
+    ("numpy._core.multiarray", "scalar"): _safe_numpy_scalar,
+    ("numpy", "dtype"): _safe_numpy_dtype,
+    ("torch._utils", "_rebuild_tensor_v2"): _safe_rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): _safe_rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _safe_rebuild_parameter,
+    ("torch.storage", "_load_from_bytes"): _safe_load_from_bytes,
+}
+
+
+def _fresh_handle(target):
+    """A per-load object standing for ``target``.
+
+    Pickle's BUILD opcode can ``setattr`` on any object the stream holds, including what
+    ``find_class`` returned. Handing out fresh wrappers (a closure for functions, a throwaway
+    subclass for Python classes) keeps such writes from touching this module's objects.
+    Immutable builtin types (set, OrderedDict, ...) cannot be written to and are returned as is.
+    """
+    if isinstance(target, type):
+        if target.__module__ == __name__:
+            return type(target.__name__, (target,), {"__module__": __name__})
+        return target
+
+    def handle(*args):
+        return target(*args)
+
+    handle.__name__ = target.__name__
+    return handle
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Unpickler for official MAT/StyleGAN2-ADA network pickles that never runs their code.
+
+    ``find_class`` maps the handful of globals such pickles use to inert or checked
+    replacements (see the module docstring) and raises :class:`pickle.UnpicklingError` naming
+    ``module.name`` for anything else, so e.g. ``os.system`` or ``builtins.exec`` cannot be
+    reached. Persistent ids are refused too (plain pickles have none).
+    """
+
+    def __init__(self, file, **kwargs):
+        super().__init__(file, **kwargs)
+        self._handles: Dict[Tuple[str, str], object] = {}
+
+    def find_class(self, module, name):
+        key = (module, name)
+        handle = self._handles.get(key)
+        if handle is not None:
+            return handle
+        target = _ALLOWED_GLOBALS.get(key)
+        if target is not None:
+            handle = _fresh_handle(target)
+        elif module.startswith("torch.nn.modules.") and re.fullmatch(r"[A-Z][A-Za-z0-9_]*", name):
+            handle = type(name, (ModuleStub,), {"stub_of": f"{module}.{name}", "__module__": __name__})
+        else:
+            raise pickle.UnpicklingError(
+                f"refusing to load global '{module}.{name}': it is not on the allow-list of "
+                f"mat_kernels.checkpoint.SafeUnpickler (official MAT pickles never need it; the "
+                f"file may be malicious or not a MAT checkpoint)")
+        self._handles[key] = handle
+        return handle
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError(
+            f"refusing persistent id {pid!r}: official MAT pickles are plain pickles")
+
+
+def safe_load_pickle(path_or_file) -> object:
+    """Unpickle a file with :class:`SafeUnpickler` (no code from the file is executed)."""
+    if hasattr(path_or_file, "read"):
+        return SafeUnpickler(path_or_file).load()
+    with open(path_or_file, "rb") as f:
+        return SafeUnpickler(f).load()
+
+
+def _state_of(obj):
+    if isinstance(obj, (PersistentRecord, ModuleStub)):
+        return obj.state
+    return None
+
+
+def state_dict_from_record(record, prefix: str = "") -> StateDict:
+    """Rebuild ``module.state_dict()`` from an unpickled :class:`PersistentRecord` tree.
+
+    Follows only ``_modules`` (copies of submodules inside ``_init_kwargs`` are ignored), takes
+    every non-None parameter and every non-None buffer not in ``_non_persistent_buffers_set``.
+    Tensors are returned as-is (no copy); keys are in registration order.
+    """
+    out: StateDict = collections.OrderedDict()
+    _walk_record(record, prefix, out, set())
+    return out
+
+
+def _walk_record(obj, prefix, out, active):
+    state = _state_of(obj)
+    if state is None:
+        raise CheckpointError(
+            f"module '{prefix.rstrip('.') or '<root>'}': expected a pickled module, "
+            f"got {type(obj).__name__}")
+    if id(obj) in active:
+        raise CheckpointError(f"module '{prefix.rstrip('.')}' contains itself")
+    active.add(id(obj))
+    non_persistent = state.get("_non_persistent_buffers_set") or set()
+    for kind in ("_parameters", "_buffers"):
+        entries = state.get(kind) or {}
+        if not isinstance(entries, Mapping):
+            raise CheckpointError(f"module '{prefix.rstrip('.')}': {kind} is not a dict")
+        for name, value in entries.items():
+            if value is None or (kind == "_buffers" and name in non_persistent):
+                continue
+            if not isinstance(value, torch.Tensor):
+                raise CheckpointError(
+                    f"'{prefix}{name}' is a {type(value).__name__}, expected a tensor")
+            out[prefix + name] = value
+    children = state.get("_modules") or {}
+    if not isinstance(children, Mapping):
+        raise CheckpointError(f"module '{prefix.rstrip('.')}': _modules is not a dict")
+    for name, child in children.items():
+        if child is not None:
+            _walk_record(child, f"{prefix}{name}.", out, active)
+    active.discard(id(obj))
+
+
+# ----------------------------------------------------------------------------------------------
+# State-dict helpers (pure functions)
+# ----------------------------------------------------------------------------------------------
+
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def remap_state_dict(sd: Mapping[str, torch.Tensor], network: str = "G_ema") -> StateDict:
+    """Map foreign key spellings onto the official names; pure (returns a new dict).
+
+    Strips, repeatedly, the wrappers ``module.`` (DataParallel/DDP) and ``_orig_mod.``
+    (torch.compile), and a leading ``f"{network}."`` (a network saved inside a bigger dict
+    flattened with prefixes, e.g. ``G_ema.mapping.fc0.weight``). Two keys that collide after
+    remapping raise :class:`CheckpointError`.
+    """
+    out: StateDict = collections.OrderedDict()
+    strip = _WRAPPER_PREFIXES + (f"{network}.",)
+    for key, value in sd.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"state dict keys must be strings, got {key!r}")
+        new = key
+        changed = True
+        while changed:
+            changed = False
+            for p in strip:
+                if new.startswith(p):
+                    new, changed = new[len(p):], True
+        if new in out:
+            raise CheckpointError(f"state dict keys collide after remapping: {key!r} -> {new!r}")
+        out[new] = value
+    return out
+
+
+def _expected_shapes(expected) -> Dict[str, Tuple[int, ...]]:
+    """name -> shape from a module, a state dict, a manifest {"entries": ...} or name -> shape."""
+    if isinstance(expected, torch.nn.Module):
+        expected = expected.state_dict()
+    if isinstance(expected, Mapping) and "entries" in expected and isinstance(expected["entries"], Mapping):
+        expected = expected["entries"]
+    shapes = {}
+    for name, v in expected.items():
+        if isinstance(v, torch.Tensor):
+            shapes[name] = tuple(v.shape)
+        elif isinstance(v, Mapping) and "shape" in v:
+            shapes[name] = tuple(v["shape"])
+        else:
+            shapes[name] = tuple(v)
+    return shapes
+
+
+def check_state_dict(sd: Mapping[str, torch.Tensor], expected, what: str = "network") -> StateDict:
+    """Check ``sd`` against the expected names and shapes; return only the expected entries.
+
+    Args:
+        sd: name -> tensor as read from a checkpoint.
+        expected: an ``nn.Module``, its state dict, a manifest section
+            (``{"entries": {name: {"shape": [...]}}}``) or name -> shape.
+        what: the network's name for error messages.
+    Raises:
+        CheckpointError listing every missing name and every shape mismatch.
+    Warns:
+        UserWarning naming the extra entries (ignored, like the official loader does).
+    """
+    shapes = _expected_shapes(expected)
+    missing = [n for n in shapes if n not in sd]
+    mismatched = [f"{n}: checkpoint {tuple(sd[n].shape)} vs model {shapes[n]}"
+                  for n in shapes if n in sd and tuple(sd[n].shape) != shapes[n]]
+    if missing or mismatched:
+        lines = [f"checkpoint does not fit the {what}:"]
+        if missing:
+            lines.append(f"  {len(missing)} missing entries: " + ", ".join(missing[:20])
+                         + (" ..." if len(missing) > 20 else ""))
+        if mismatched:
+            lines.append(f"  {len(mismatched)} shape mismatches: " + "; ".join(mismatched[:20])
+                         + (" ..." if len(mismatched) > 20 else ""))
+        raise CheckpointError("\n".join(lines))
+    extra = [n for n in sd if n not in shapes]
+    if extra:
+        warnings.warn(f"ignoring {len(extra)} checkpoint entries the {what} does not have: "
+                      + ", ".join(extra[:10]) + (" ..." if len(extra) > 10 else ""),
+                      stacklevel=2)
+    return collections.OrderedDict((n, sd[n]) for n in shapes)
+
+
+_DEC_RE = re.compile(r"^synthesis\.dec\.Dec_(\d+)x(\d+)\.")
+_MAPPING_FC_RE = re.compile(r"^mapping\.fc(\d+)\.weight$")
+_DIS_BLOCK_RE = re.compile(r"^Dis\.(\d+)\.conv0\.weight$")
+
+
+def infer_generator_config(sd: Mapping[str, torch.Tensor]) -> dict:
+    """Generator constructor arguments read off a state dict with the official names.
+
+    Resolution: the largest decoder block ``synthesis.dec.Dec_{R}x{R}``; ``w_dim``: the size of
+    ``mapping.w_avg``; ``c_dim``: the input size of ``mapping.embed`` (0 without it);
+    ``z_dim``: ``mapping.fc0``'s input size minus the label embedding (= w_dim when c_dim > 0);
+    ``img_channels``: the final ToRGB's output size; ``mapping_layers``: number of ``mapping.fc*``.
+    """
+    res = [int(m.group(1)) for k in sd for m in [_DEC_RE.match(k)] if m]
+    if not res:
+        raise CheckpointError("cannot infer the generator's resolution: the state dict has no "
+                              "'synthesis.dec.Dec_<R>x<R>.*' entries (is it a MAT generator?)")
+    resolution = max(res)
+    try:
+        w_dim = int(sd["mapping.w_avg"].shape[0])
+        fc0_in = int(sd["mapping.fc0.weight"].shape[1])
+        rgb = sd[f"synthesis.dec.Dec_{resolution}x{resolution}.toRGB.bias"]
+    except KeyError as exc:
+        raise CheckpointError(f"cannot infer the generator's configuration: missing {exc}") from None
+    embed = sd.get("mapping.embed.weight")
+    c_dim = int(embed.shape[1]) if embed is not None else 0
+    z_dim = fc0_in - (int(embed.shape[0]) if embed is not None else 0)
+    n_fc = len([k for k in sd if _MAPPING_FC_RE.match(k)])
+    return {"resolution": resolution, "z_dim": z_dim, "c_dim": c_dim, "w_dim": w_dim,
+            "img_channels": int(rgb.shape[0]), "mapping_layers": n_fc}
+
+
+def infer_discriminator_config(sd: Mapping[str, torch.Tensor]) -> dict:
+    """Discriminator arguments from a state dict: resolution = 2**(last Dis block + 2)."""
+    blocks = [int(m.group(1)) for k in sd for m in [_DIS_BLOCK_RE.match(k)] if m]
+    if not blocks or "Dis.0.conv.weight" not in sd:
+        raise CheckpointError("cannot infer the discriminator's resolution: no 'Dis.<i>.conv0' "
+                              "entries (is it a MAT discriminator?)")
+    c_dim = int(sd["mapping.embed.weight"].shape[1]) if "mapping.embed.weight" in sd else 0
+    # Dis.0 (FromRGB) sees the image plus the mask channel.
+    return {"resolution": 2 ** (max(blocks) + 2), "c_dim": c_dim,
+            "img_channels": int(sd["Dis.0.conv.weight"].shape[1]) - 1}
+
+
+# ----------------------------------------------------------------------------------------------
+# Format detection and loading
+# ----------------------------------------------------------------------------------------------
+
+def _own_format_paths(path: Path) -> Optional[Tuple[Path, dict]]:
+    """(config path, config) when ``path`` names this package's format, else None."""
+    if path.is_dir():
+        configs = sorted(p for p in path.glob("*.json") if _is_own_config(p))
+        if len(configs) != 1:
+            raise CheckpointError(
+                f"checkpoint directory {path} must hold exactly one mat_kernels config "
+                f"(*.json with \"format\": \"{FORMAT_NAME}\"), found {len(configs)}")
+        cfg_path = configs[0]
+    elif path.suffix == ".json":
+        cfg_path = path
+    elif path.suffix == ".safetensors":
+        cfg_path = path.with_suffix(".json")
+        if not cfg_path.exists():
+            raise CheckpointError(f"{path}: its config {cfg_path.name} is missing beside it")
+    else:
+        return None
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read checkpoint config {cfg_path}: {exc}") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{cfg_path} is not a mat_kernels checkpoint config")
+    return cfg_path, cfg
+
+
+def _is_own_config(p: Path) -> bool:
+    try:
+        cfg = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and cfg.get("format") == FORMAT_NAME
+
+
+def _read_config(path: PathLike) -> Optional[dict]:
+    found = _own_format_paths(Path(path))
+    return None if found is None else found[1]
+
+
+def _load_own_format(cfg_path: Path, cfg: dict, which: Sequence[str]) -> Dict[str, StateDict]:
+    from safetensors import safe_open
+
+    networks = cfg.get("networks") or {}
+    out = {}
+    for name in which:
+        if name not in networks:
+            raise CheckpointError(f"{cfg_path}: no '{name}' network in this checkpoint "
+                                  f"(it holds: {sorted(networks)})")
+        weights = cfg_path.parent / networks[name]
+        if not weights.exists():
+            raise CheckpointError(f"{cfg_path}: weights file {weights} is missing")
+        with safe_open(str(weights), framework="pt", device="cpu") as f:
+            keys = list(f.keys())
+            # safetensors sorts names; the saved registration order is restored when present.
+            order = json.loads((f.metadata() or {}).get("order", "[]"))
+            if sorted(order) == sorted(keys):
+                keys = order
+            out[name] = collections.OrderedDict((k, f.get_tensor(k)) for k in keys)
+    return out
+
+
+def _is_tensor_dict(obj) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def _select_networks(data, which: Sequence[str], path) -> Dict[str, StateDict]:
+    """Pick the requested networks out of whatever a pickle / torch.load returned."""
+    if _is_tensor_dict(data):
+        # A bare state dict: it can only be one network. Keys may carry "G_ema."-style prefixes.
+        if len(which) != 1:
+            raise CheckpointError(f"{path} holds a single bare state dict; ask for one network, "
+                                  f"not {tuple(which)}")
+        name = which[0]
+        prefixed = [k for k in data if k.startswith(f"{name}.")]
+        if prefixed and len(prefixed) < len(data):
+            data = {k: v for k, v in data.items() if k.startswith(f"{name}.")}
+        return {name: remap_state_dict(data, network=name)}
+    if not isinstance(data, Mapping):
+        raise CheckpointError(f"{path}: expected a dict of networks or a state dict at the top "
+                              f"level, got {type(data).__name__}")
+    out = {}
+    for name in which:
+        if name in data:
+            net = data[name]
+        elif "state_dict" in data and len(which) == 1:
+            net = data["state_dict"]
+        else:
+            held = sorted(k for k in data if isinstance(k, str))
+            raise CheckpointError(f"{path}: no '{name}' network in this checkpoint (top-level "
+                                  f"keys: {held})")
+        if isinstance(net, (PersistentRecord, ModuleStub)):
+            sd = state_dict_from_record(net)
+        elif _is_tensor_dict(net):
+            sd = remap_state_dict(net, network=name)
+        else:
+            raise CheckpointError(f"{path}: '{name}' is a {type(net).__name__}, expected a "
+                                  f"pickled network or a state dict")
+        out[name] = sd
+    return out
+
+
+def load_state_dicts(path: PathLike, which: Union[str, Iterable[str]] = ("G_ema",)) -> Dict[str, StateDict]:
+    """Read the state dicts of the requested networks from any supported checkpoint.
+
+    Args:
+        path: an official ``.pkl``, a ``torch.save`` file (zip or legacy) holding a state dict
+            or ``{"G_ema": sd, ...}`` / ``{"state_dict": sd}``, or this package's format (the
+            ``.safetensors`` file, its ``.json`` config, or the directory holding them).
+        which: network names among ``G_ema``, ``G``, ``D`` (or one name).
+    Returns:
+        ``{name: state_dict}`` with official key names, CPU tensors. No code from the file is
+        executed, whatever the format.
+    """
+    which = (which,) if isinstance(which, str) else tuple(which)
+    if not which:
+        raise ValueError("which must name at least one network")
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    own = _own_format_paths(path)
+    if own is not None:
+        return _load_own_format(own[0], own[1], which)
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(_ZIP_MAGIC):
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        return _select_networks(data, which, path)
+    if not head.startswith(b"\x80"):
+        raise CheckpointError(f"{path}: not a pickle, a torch.save zip or a mat_kernels "
+                              f"checkpoint (first bytes {head!r})")
+    with open(path, "rb") as f:
+        data = SafeUnpickler(f).load()
+    if isinstance(data, int) and data == _TORCH_LEGACY_MAGIC:
+        # A legacy (non-zip) torch.save file, not a plain pickle: torch's own safe reader.
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    return _select_networks(data, which, path)
+
+
+def _resolve_config(sd, which, path, resolution, config):
+    inferred = (infer_discriminator_config(sd) if which == "D" else infer_generator_config(sd))
+    if config:
+        for key, value in config.items():
+            if key in inferred and inferred[key] != value:
+                raise CheckpointError(f"{path}: config says {key}={value} but the weights "
+                                      f"imply {key}={inferred[key]}")
+    if resolution is not None and resolution != inferred["resolution"]:
+        raise CheckpointError(f"{path}: resolution={resolution} was requested but the "
+                              f"checkpoint's {which} is for {inferred['resolution']}")
+    return inferred
+
+
+def load_generator(path: PathLike, *, device="cpu", which: str = "G_ema",
+                   resolution: Optional[int] = None) -> torch.nn.Module:
+    """Build ``mat_kernels.models.Generator`` from a checkpoint; eval mode, no grads.
+
+    Args:
+        path: any format :func:`load_state_dicts` reads.
+        device: where the returned module lives.
+        which: ``"G_ema"`` (the one used for inference) or ``"G"``.
+        resolution: expected network resolution (256 or 512); None infers it from the weights.
+    Raises:
+        CheckpointError when the weights do not match the network (missing/mismatched names).
+    """
+    from mat_kernels.models import Generator
+
+    sd = load_state_dicts(path, (which,))[which]
+    cfg = _resolve_config(sd, which, path, resolution, _read_config(path))
+    kwargs = {}
+    if cfg["mapping_layers"] != 8:
+        kwargs["mapping_kwargs"] = {"num_layers": cfg["mapping_layers"]}
+    G = Generator(z_dim=cfg["z_dim"], c_dim=cfg["c_dim"], w_dim=cfg["w_dim"],
+                  img_resolution=cfg["resolution"], img_channels=cfg["img_channels"], **kwargs)
+    sd = check_state_dict(sd, G, what=f"Generator at {cfg['resolution']} ({which})")
+    G.load_state_dict(sd, strict=True)
+    return G.to(device).eval().requires_grad_(False)
+
+
+def load_discriminator(path: PathLike, *, device="cpu", which: str = "D",
+                       resolution: Optional[int] = None) -> torch.nn.Module:
+    """Build ``mat_kernels.models.Discriminator`` from a checkpoint; eval mode, no grads."""
+    from mat_kernels.models import Discriminator
+
+    sd = load_state_dicts(path, (which,))[which]
+    cfg = _resolve_config(sd, "D", path, resolution, None)
+    D = Discriminator(c_dim=cfg["c_dim"], img_resolution=cfg["resolution"],
+                      img_channels=cfg["img_channels"])
+    sd = check_state_dict(sd, D, what=f"Discriminator at {cfg['resolution']} ({which})")
+    D.load_state_dict(sd, strict=True)
+    return D.to(device).eval().requires_grad_(False)
+
+
+# ----------------------------------------------------------------------------------------------
+# (c) Saving in this package's format
+# ----------------------------------------------------------------------------------------------
+
+def _plain_tensors(sd: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    # safetensors refuses shared or non-contiguous storage: give every entry its own copy.
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in sd.items()}
+
+
+def save_checkpoint(path_dir_or_stem: PathLike, G, config: Optional[Mapping] = None, *,
+                    D=None, which: str = "G_ema") -> Path:
+    """Write ``G`` (and optionally ``D``) as safetensors plus a JSON config; no pickle.
+
+    Args:
+        path_dir_or_stem: an existing directory (files ``<dir>/mat.{json,safetensors}``), a
+            ``.safetensors``/``.json`` path, or a stem (``<stem>.json``, ``<stem>.safetensors``).
+        G: a generator module or its state dict (official key names).
+        config: optional overrides/extra fields; ``resolution``, ``z_dim``, ``w_dim``,
+            ``c_dim``, ``img_channels`` are read off the weights and must agree with it.
+        D: optional discriminator (module or state dict), stored as ``<stem>.D.safetensors``.
+        which: the name G is stored under (``"G_ema"`` or ``"G"``).
+    Returns:
+        The path of the JSON config (pass it, the .safetensors file or the directory to the
+        loaders).
+    """
+    from safetensors.torch import save_file
+
+    p = Path(path_dir_or_stem)
+    if p.is_dir():
+        stem = p / "mat"
+    elif p.suffix in (".safetensors", ".json"):
+        stem = p.with_suffix("")
+    else:
+        stem = p
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    g_sd = G.state_dict() if isinstance(G, torch.nn.Module) else G
+    cfg = infer_generator_config(g_sd)
+    for key, value in (config or {}).items():
+        if key in cfg and cfg[key] != value:
+            raise CheckpointError(f"config {key}={value} disagrees with the generator's "
+                                  f"weights ({key}={cfg[key]})")
+        cfg[key] = value
+    networks = {which: stem.name + ".safetensors"}
+    save_file(_plain_tensors(g_sd), str(stem.parent / networks[which]),
+              metadata={"format": FORMAT_NAME, "network": which, "order": json.dumps(list(g_sd))})
+    if D is not None:
+        d_sd = D.state_dict() if isinstance(D, torch.nn.Module) else D
+        networks["D"] = stem.name + ".D.safetensors"
+        save_file(_plain_tensors(d_sd), str(stem.parent / networks["D"]),
+                  metadata={"format": FORMAT_NAME, "network": "D", "order": json.dumps(list(d_sd))})
+    doc = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **cfg, "networks": networks}
+    cfg_path = stem.parent / (stem.name + ".json")
+    cfg_path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    return cfg_path
