@@ -1,0 +1,298 @@
+"""``mat-inpaint``: fill the holes of images with a MAT generator (the official generate_image.py,
+made safe and size-robust).
+
+    mat-inpaint --checkpoint Places_512_FullData.pkl --image photos/ --mask masks/ --out results/
+
+What it does, per image (sorted by file name, paired with the masks by sorted file name):
+  read the image (RGB uint8) and its mask (grayscale / 255, white = keep, black = fill, not
+  thresholded), run the generator, write ``<out>/<input stem>.png`` of the input's size.
+  Pixels whose mask is pure white are copied from the input bit for bit.
+
+Randomness follows the official script: ``--seed`` seeds Python, numpy and torch once; then per
+image a random mask is drawn if none is given (numpy), z = numpy randn(1, z_dim), and the forward
+draws its dropout maps (and 'random' noise) from torch.
+
+Sizes (``--fit``): the network only accepts heights and widths that are multiples of its
+resolution R (256 or 512; the official script crashes otherwise).
+  pad (default): reflect-pad image and mask to the next multiples of R, run the network fully
+      convolutionally at the image's own scale (like the official code for multiples of 512),
+      crop back. An R x R image goes through unchanged. Padded sizes other than R x R force
+      noise_mode 'random' (the constant noise maps are R x R; the official script does the same).
+  resize: reflect-pad to a square, resize to R x R, run, resize the result back and paste it into
+      the holes at full resolution. Constant cost per image and the scale the network was
+      trained at; generated content is softer when the image is much larger than R.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import images as io
+from ..checkpoint import CheckpointError, load_generator
+
+PROG = "mat-inpaint"
+FIT_MODES = ("pad", "resize")
+NOISE_MODES = ("const", "random", "none")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Inpaint images with a MAT generator (official .pkl, state-dict .pth/.pt, or "
+                    "mat_kernels safetensors+JSON checkpoints; nothing from the checkpoint is "
+                    "executed).",
+        epilog="Image sizes: the network needs multiples of its resolution R. --fit pad (default) "
+               "reflect-pads to the next multiples of R, runs at the image's own scale and crops "
+               "back (R x R images are processed exactly as by the official script); --fit resize "
+               "pads to a square, resizes to R x R and pastes the upscaled result into the holes. "
+               "Outputs always have the input's size and keep pure-white-mask pixels bit-exact.",
+    )
+    p.add_argument("--checkpoint", required=True, metavar="PATH",
+                   help="official .pkl, .pth/.pt state dict, or mat_kernels .safetensors/.json/dir")
+    p.add_argument("--image", required=True, metavar="PATH", help="an image file or a folder of images")
+    p.add_argument("--mask", metavar="PATH",
+                   help="a mask file (with --image FILE) or a folder of masks paired with the images "
+                        "by sorted file name; white = keep, black = fill, grey blends. Default: a "
+                        "random free-form mask per image (mat_kernels.masks.RandomMask)")
+    p.add_argument("--invert-mask", action="store_true", help="masks are white = fill, black = keep")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="the network's resolution; default: read from the checkpoint (512 for the "
+                        "released Places/CelebA-HQ-512 models). If given it must match")
+    p.add_argument("--seed", type=int, default=240, help="random seed (default: 240, as the official script)")
+    p.add_argument("--truncation", type=float, default=1.0, help="truncation psi (default: 1)")
+    p.add_argument("--noise-mode", choices=NOISE_MODES, default="const",
+                   help="StyleGAN noise (default: const; the official script forces 'random' unless "
+                        "--resolution is 512, pass --noise-mode random to reproduce that at 256)")
+    p.add_argument("--fit", choices=FIT_MODES, default="pad", help="how to handle other sizes (see below)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--backend", default="auto",
+                   help="kernel backend for attention / mask updates: auto, reference, triton, cuda")
+    p.add_argument("--save-masks", action="store_true",
+                   help="also write generated random masks to <out>/masks/<name>.png")
+    return p
+
+
+# ----------------------------------------------------------------------------------------------
+# Size handling
+# ----------------------------------------------------------------------------------------------
+
+def _reflect_pad(arr: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
+    if not (top or bottom or left or right):
+        return arr
+    pads = ((top, bottom), (left, right)) + ((0, 0),) * (arr.ndim - 2)
+    # numpy repeats the reflection when a pad is wider than the image.
+    mode = "reflect" if min(arr.shape[:2]) > 1 else "edge"
+    return np.pad(arr, pads, mode=mode)
+
+
+def _centre_pads(size: int, target: int) -> Tuple[int, int]:
+    extra = target - size
+    return extra // 2, extra - extra // 2
+
+
+def _run(G, image: torch.Tensor, mask: torch.Tensor, z: torch.Tensor, truncation: float, noise_mode: str):
+    c = torch.zeros(image.shape[0], G.c_dim, device=image.device)
+    with torch.no_grad():
+        return G(image, mask, z, c, truncation_psi=truncation, noise_mode=noise_mode)
+
+
+def inpaint_array(G, image: np.ndarray, mask: np.ndarray, z: torch.Tensor, *, fit: str = "pad",
+                  truncation: float = 1.0, noise_mode: str = "const") -> np.ndarray:
+    """Inpaint one image.
+
+    Args:
+        G: generator with ``img_resolution`` R and ``c_dim``; called as
+            ``G(img, mask, z, c, truncation_psi=, noise_mode=)`` on (1, 3, h, w) / (1, 1, h, w)
+            with h, w multiples of R.
+        image: (H, W, 3) uint8. mask: (H, W) float in [0, 1], 1 = known.
+        z: (1, z_dim) float32 on G's device.
+        fit: 'pad' or 'resize' (see the module docstring).
+    Returns:
+        (H, W, 3) uint8; pixels with mask == 1 equal ``image`` exactly.
+    """
+    if fit not in FIT_MODES:
+        raise ValueError(f"fit must be one of {FIT_MODES}, got {fit!r}")
+    H, W = mask.shape
+    if image.shape[:2] != (H, W):
+        raise ValueError(f"mask is {W}x{H} but the image is {image.shape[1]}x{image.shape[0]}")
+    R = int(G.img_resolution)
+    device = z.device
+    if fit == "pad" or (H, W) == (R, R):
+        Hp, Wp = math.ceil(H / R) * R, math.ceil(W / R) * R
+        (t, b), (l, r) = _centre_pads(H, Hp), _centre_pads(W, Wp)
+        img_p = io.image_to_tensor(_reflect_pad(image, t, b, l, r), device)
+        mask_p = io.mask_to_tensor(_reflect_pad(mask, t, b, l, r), device)
+        if (Hp, Wp) != (R, R) and noise_mode == "const":
+            noise_mode = "random"  # the constant noise maps only exist at R x R
+        out = _run(G, img_p, mask_p, z, truncation, noise_mode)[..., t:t + H, l:l + W]
+    else:
+        S = max(H, W)
+        (t, b), (l, r) = _centre_pads(H, S), _centre_pads(W, S)
+        img_s = io.image_to_tensor(_reflect_pad(image, t, b, l, r), device)
+        mask_s = io.mask_to_tensor(_reflect_pad(mask, t, b, l, r), device)
+        img_r = F.interpolate(img_s, size=(R, R), mode="bicubic", align_corners=False,
+                              antialias=S > R).clamp(-1, 1)
+        # A low-resolution pixel is only as known as the least known pixel it covers, so thin
+        # holes never vanish when downscaling (their content would otherwise leak through).
+        mask_r = -F.adaptive_max_pool2d(-mask_s, (R, R))
+        out_r = _run(G, img_r, mask_r, z, truncation, noise_mode)
+        out_s = F.interpolate(out_r, size=(S, S), mode="bicubic", align_corners=False, antialias=S < R)
+        out = out_s[..., t:t + H, l:l + W]
+        m = io.mask_to_tensor(mask, device)
+        out = io.image_to_tensor(image, device) * m + out * (1 - m)
+    result = io.tensor_to_uint8(out)
+    known = mask >= 1.0
+    result[known] = image[known]  # bit-exact known pixels whatever the float round trip did
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------
+
+def _pairs(parser, args) -> Tuple[List[Path], List[Optional[Path]]]:
+    img_path = Path(args.image)
+    if not img_path.exists():
+        parser.error(f"--image: {img_path} does not exist")
+    if img_path.is_dir():
+        images = io.list_images(img_path)
+        if not images:
+            parser.error(f"--image: no images ({', '.join(io.IMAGE_EXTS)}) in folder {img_path}")
+    else:
+        images = [img_path]
+    if args.mask is None:
+        return images, [None] * len(images)
+    mask_path = Path(args.mask)
+    if not mask_path.exists():
+        parser.error(f"--mask: {mask_path} does not exist")
+    if img_path.is_dir() != mask_path.is_dir():
+        parser.error(f"--mask: give a folder of masks with a folder of images and a file with a "
+                     f"file (--image {img_path} is a {'folder' if img_path.is_dir() else 'file'}, "
+                     f"--mask {mask_path} is a {'folder' if mask_path.is_dir() else 'file'})")
+    masks = io.list_images(mask_path) if mask_path.is_dir() else [mask_path]
+    if len(masks) != len(images):
+        parser.error(f"--mask: {len(masks)} masks in {mask_path} for {len(images)} images in "
+                     f"{img_path} (they are paired by sorted file name)")
+    return images, masks
+
+
+def _check_sizes(parser, images, masks):
+    for ip, mp in zip(images, masks):
+        try:
+            isize = io.image_size(ip)
+        except ValueError as exc:
+            parser.error(f"--image: {exc}")
+        if mp is None:
+            continue
+        try:
+            msize = io.image_size(mp)
+        except ValueError as exc:
+            parser.error(f"--mask: {exc}")
+        if msize != isize:
+            parser.error(f"--mask: {mp.name} is {msize[1]}x{msize[0]} but {ip.name} is "
+                         f"{isize[1]}x{isize[0]} (masks must have their image's size)")
+
+
+def _outputs(parser, out_dir: Path, images: Sequence[Path]) -> List[Path]:
+    outs = [out_dir / (p.stem + ".png") for p in images]
+    seen = {}
+    for ip, op in zip(images, outs):
+        if op in seen:
+            parser.error(f"--image: {seen[op].name} and {ip.name} would both be written to {op.name}")
+        seen[op] = ip
+        if op.exists() and op.resolve() == ip.resolve():
+            parser.error(f"--out: writing {op} would overwrite its input; choose another folder")
+    return outs
+
+
+def _device(parser, name: Optional[str]) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        parser.error(f"--device: {exc}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device: {name} requested but CUDA is not available")
+    return dev
+
+
+def _random_mask(H: int, W: int) -> np.ndarray:
+    try:
+        from ..masks import RandomMask
+    except ImportError as exc:  # pragma: no cover - masks ships with the package
+        raise RuntimeError(f"no --mask given and random masks are unavailable: {exc}") from None
+    # Square generator: draw at the longer side and crop (an R x R image gets exactly the
+    # official RandomMask(R)).
+    return RandomMask(max(H, W))[0, :H, :W].astype(np.float32)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not math.isfinite(args.truncation):
+        parser.error(f"--truncation: must be a finite number, got {args.truncation}")
+    if args.resolution is not None and (args.resolution < 1 or args.resolution & (args.resolution - 1)):
+        parser.error(f"--resolution: must be a power of two (256 or 512), got {args.resolution}")
+    ckpt_path = Path(args.checkpoint)
+    if not ckpt_path.exists():
+        parser.error(f"--checkpoint: {ckpt_path} does not exist")
+    images, masks = _pairs(parser, args)
+    _check_sizes(parser, images, masks)
+    out_dir = Path(args.out)
+    outs = _outputs(parser, out_dir, images)
+    device = _device(parser, args.device)
+
+    try:
+        G = load_generator(ckpt_path, device=device, resolution=args.resolution)
+    except (CheckpointError, OSError) as exc:
+        parser.error(f"--checkpoint: {exc}")
+    except Exception as exc:  # e.g. pickle.UnpicklingError for a refused global
+        parser.error(f"--checkpoint: cannot load {ckpt_path}: {type(exc).__name__}: {exc}")
+    if hasattr(G, "set_backend"):
+        try:
+            G.set_backend(args.backend)
+        except (ValueError, AttributeError) as exc:
+            parser.error(f"--backend: {exc}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if args.save_masks and masks[0] is None:
+        (out_dir / "masks").mkdir(exist_ok=True)
+
+    # Seeded once, before the loop, as in the official script.
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+
+    from tqdm import tqdm
+
+    bar = tqdm(list(zip(images, masks, outs)), desc=PROG, unit="img", disable=len(images) < 2)
+    for ip, mp, op in bar:
+        image = io.read_image(ip)
+        H, W = image.shape[:2]
+        if mp is not None:
+            mask = io.read_mask(mp, invert=args.invert_mask)
+        else:
+            mask = _random_mask(H, W)
+            if args.save_masks:
+                io.write_png(out_dir / "masks" / op.name,
+                             np.repeat((mask * 255).round().astype(np.uint8)[..., None], 3, axis=2))
+        z = torch.from_numpy(np.random.randn(1, G.z_dim)).float().to(device)
+        result = inpaint_array(G, image, mask, z, fit=args.fit, truncation=args.truncation,
+                               noise_mode=args.noise_mode)
+        io.write_png(op, result)
+        if len(images) < 2:
+            print(f"{PROG}: wrote {op}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,312 @@
+"""mat-inpaint: size handling, pairing, exact known pixels, errors, and one real end-to-end run.
+
+Most tests use a tiny stand-in generator (same call signature and size rule as the real one:
+heights and widths must be multiples of ``img_resolution``) so that the I/O and size logic run
+in milliseconds; ``test_end_to_end_real_generator`` runs a random-init 256 MAT generator saved in
+this package's format through the whole command.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from mat_kernels import checkpoint as ckpt
+from mat_kernels import images as io
+from mat_kernels.cli import inpaint
+
+FILL = 0.25
+FILL_U8 = int(round(FILL * 127.5 + 127.5))  # 159
+
+
+class FakeG(nn.Module):
+    """Fills holes with a constant; records every call."""
+
+    def __init__(self, R=16, z_dim=4):
+        super().__init__()
+        self.img_resolution, self.z_dim, self.c_dim = R, z_dim, 0
+        self.calls = []
+
+    def forward(self, img, mask, z, c, truncation_psi=1, noise_mode="random"):
+        H, W = img.shape[-2:]
+        assert H % self.img_resolution == 0 and W % self.img_resolution == 0, (H, W)
+        assert mask.shape == (1, 1, H, W) and c.shape == (1, 0)
+        self.calls.append(dict(shape=(H, W), mask=mask.clone(), z=z.clone(), noise_mode=noise_mode,
+                               psi=truncation_psi))
+        return img * mask + FILL * (1 - mask)
+
+
+def _rand_image(h, w, seed=0):
+    return np.random.RandomState(seed).randint(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _block_mask(h, w):
+    m = np.ones((h, w), np.float32)
+    m[h // 4: h // 4 + max(h // 2, 1), w // 3: w // 3 + max(w // 3, 1)] = 0
+    return m
+
+
+# ----------------------------------------------------------------------------------------------
+# inpaint_array: size policies
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("h,w", [(16, 16), (20, 37), (5, 3), (48, 16), (1, 40)])
+def test_fit_pad(h, w):
+    G = FakeG(R=16)
+    image, mask = _rand_image(h, w), _block_mask(h, w)
+    out = inpaint.inpaint_array(G, image, mask, torch.zeros(1, 4), fit="pad", noise_mode="const")
+    assert out.shape == image.shape and out.dtype == np.uint8
+    known = mask == 1
+    assert np.array_equal(out[known], image[known])
+    assert np.all(out[~known] == FILL_U8)
+    (call,) = G.calls
+    Hp, Wp = -(-h // 16) * 16, -(-w // 16) * 16
+    assert call["shape"] == (Hp, Wp)
+    # Constant noise maps exist only at R x R: other padded sizes run with random noise.
+    assert call["noise_mode"] == ("const" if (Hp, Wp) == (16, 16) else "random")
+
+
+@pytest.mark.parametrize("h,w", [(20, 37), (64, 40), (9, 9)])
+def test_fit_resize(h, w):
+    G = FakeG(R=16)
+    image, mask = _rand_image(h, w), _block_mask(h, w)
+    mask[:, w - 2] = 0  # a one-pixel hole line: must stay a hole after downscaling
+    out = inpaint.inpaint_array(G, image, mask, torch.zeros(1, 4), fit="resize", noise_mode="const")
+    assert out.shape == image.shape
+    known = mask == 1
+    assert np.array_equal(out[known], image[known])
+    (call,) = G.calls
+    assert call["shape"] == (16, 16) and call["noise_mode"] == "const"
+    # Centre square padding then resize: the line's column must be fully unknown at 16 x 16.
+    S = max(h, w)
+    left = (S - w) // 2
+    col = int((left + w - 2) * 16 / S)
+    top, bottom = (S - h) // 2, (S - h) // 2 + h
+    rows = slice(int(top * 16 / S) + 1, max(int(bottom * 16 / S) - 1, int(top * 16 / S) + 2))
+    assert torch.all(call["mask"][0, 0, rows, col] == 0)
+
+
+def test_fit_resize_deep_hole_value():
+    G = FakeG(R=16)
+    image = _rand_image(64, 64)
+    mask = np.ones((64, 64), np.float32)
+    mask[8:56, 8:56] = 0
+    out = inpaint.inpaint_array(G, image, mask, torch.zeros(1, 4), fit="resize")
+    assert np.all(np.abs(out[20:44, 20:44].astype(int) - FILL_U8) <= 1)
+
+
+def test_grey_mask_blends_and_white_is_exact():
+    G = FakeG(R=16)
+    image = _rand_image(16, 16)
+    mask = np.full((16, 16), 0.5, np.float32)
+    mask[:8] = 1.0
+    out = inpaint.inpaint_array(G, image, mask, torch.zeros(1, 4))
+    assert np.array_equal(out[:8], image[:8])
+    want = np.round((image[8:] / 127.5 - 1) * 0.5 * 127.5 + FILL * 0.5 * 127.5 + 127.5)
+    assert np.max(np.abs(out[8:].astype(int) - want.astype(int))) <= 1
+
+
+def test_inpaint_array_rejects_mismatch():
+    with pytest.raises(ValueError, match="mask is 5x4 but the image is 6x4"):
+        inpaint.inpaint_array(FakeG(), _rand_image(4, 6), np.ones((4, 5), np.float32), torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="fit must be one of"):
+        inpaint.inpaint_array(FakeG(), _rand_image(4, 6), np.ones((4, 6), np.float32), torch.zeros(1, 4), fit="crop")
+
+
+# ----------------------------------------------------------------------------------------------
+# The command with the stand-in generator
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_loader(monkeypatch, tmp_path):
+    G = FakeG(R=16)
+    seen = {}
+
+    def load(path, *, device="cpu", which="G_ema", resolution=None):
+        seen.update(path=Path(path), device=device, resolution=resolution)
+        return G
+
+    monkeypatch.setattr(inpaint, "load_generator", load)
+    ck = tmp_path / "model.json"
+    ck.write_text("{}")
+    return G, seen, ck
+
+
+def _write(path: Path, arr: np.ndarray, mode=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr, mode).save(path)
+
+
+def test_cli_folder(fake_loader, tmp_path):
+    G, seen, ck = fake_loader
+    imgs, msks, out = tmp_path / "img", tmp_path / "msk", tmp_path / "out"
+    sizes = {"a.png": (16, 16), "b.jpg": (20, 37), "c.png": (33, 17)}
+    originals = {}
+    for i, (name, (h, w)) in enumerate(sizes.items()):
+        arr = _rand_image(h, w, seed=i)
+        _write(imgs / name, arr)
+        originals[name] = io.read_image(imgs / name)  # jpg: compare against what was decoded
+        # Mask names differ from image names: pairing is by sorted order.
+        _write(msks / f"m{i}.png", (_block_mask(h, w) * 255).astype(np.uint8), "L")
+    gray = (np.arange(16 * 16, dtype=np.uint8).reshape(16, 16))
+    _write(imgs / "d.png", gray, "L")
+    _write(msks / "m3.png", (_block_mask(16, 16) * 255).astype(np.uint8), "L")
+    assert inpaint.main(["--checkpoint", str(ck), "--image", str(imgs), "--mask", str(msks),
+                         "--out", str(out), "--device", "cpu", "--seed", "3", "--truncation", "0.5"]) == 0
+    assert seen["path"] == ck and seen["resolution"] is None
+    assert len(G.calls) == 4 and all(c["psi"] == 0.5 for c in G.calls)
+    for i, name in enumerate(list(sizes) + ["d.png"]):
+        res = np.array(Image.open(out / (Path(name).stem + ".png")))
+        src = originals.get(name, np.repeat(gray[..., None], 3, axis=2))
+        assert res.shape == src.shape
+        mask = io.read_mask(msks / f"m{i}.png")
+        known = mask == 1
+        assert np.array_equal(res[known], src[known])
+        assert np.all(res[~known] == FILL_U8)
+    # z follows the official order: numpy randn(1, z_dim) per image after seeding once.
+    rs = np.random.RandomState(3)
+    for call in G.calls:
+        assert torch.equal(call["z"], torch.from_numpy(rs.randn(1, 4)).float())
+
+
+def test_cli_single_file_invert_and_python_m(fake_loader, tmp_path):
+    G, _, ck = fake_loader
+    image = _rand_image(16, 16)
+    _write(tmp_path / "x.png", image)
+    hole_white = ((1 - _block_mask(16, 16)) * 255).astype(np.uint8)
+    _write(tmp_path / "xm.png", hole_white, "L")
+    inpaint.main(["--checkpoint", str(ck), "--image", str(tmp_path / "x.png"), "--mask",
+                  str(tmp_path / "xm.png"), "--invert-mask", "--out", str(tmp_path / "o")])
+    res = np.array(Image.open(tmp_path / "o" / "x.png"))
+    known = _block_mask(16, 16) == 1
+    assert np.array_equal(res[known], image[known]) and np.all(res[~known] == FILL_U8)
+
+
+def test_cli_random_masks_are_seeded(fake_loader, tmp_path):
+    G, _, ck = fake_loader
+    for i in range(2):
+        _write(tmp_path / "img" / f"{i}.png", _rand_image(16, 16, seed=i))
+    runs = []
+    for k in range(2):
+        out = tmp_path / f"out{k}"
+        inpaint.main(["--checkpoint", str(ck), "--image", str(tmp_path / "img"), "--out", str(out),
+                      "--save-masks"])
+        runs.append([np.array(Image.open(out / f"{i}.png")) for i in range(2)])
+        masks = [np.array(Image.open(out / "masks" / f"{i}.png"))[..., 0] for i in range(2)]
+        for i in range(2):
+            hole = masks[i] == 0
+            assert hole.any() and not hole.all()
+            assert np.all(runs[-1][i][hole] == FILL_U8)
+    assert all(np.array_equal(a, b) for a, b in zip(*runs))
+
+
+def _error(capsys, argv):
+    with pytest.raises(SystemExit) as exc:
+        inpaint.main(argv)
+    assert exc.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_cli_errors(fake_loader, tmp_path, capsys):
+    _, _, ck = fake_loader
+    _write(tmp_path / "img" / "a.png", _rand_image(16, 16))
+    _write(tmp_path / "img" / "b.png", _rand_image(16, 20))
+    _write(tmp_path / "msk" / "a.png", np.full((16, 16), 255, np.uint8), "L")
+    base = ["--checkpoint", str(ck), "--out", str(tmp_path / "o")]
+    err = _error(capsys, base + ["--image", str(tmp_path / "nope.png")])
+    assert "--image" in err and "does not exist" in err
+    err = _error(capsys, base + ["--image", str(tmp_path / "img"), "--mask", str(tmp_path / "nomask")])
+    assert "--mask" in err and "does not exist" in err
+    err = _error(capsys, base + ["--image", str(tmp_path / "img"), "--mask", str(tmp_path / "msk")])
+    assert "1 masks" in err and "2 images" in err
+    err = _error(capsys, base + ["--image", str(tmp_path / "img"), "--mask", str(tmp_path / "msk" / "a.png")])
+    assert "folder of masks with a folder of images" in err
+    err = _error(capsys, base + ["--image", str(tmp_path / "img" / "b.png"), "--mask", str(tmp_path / "msk" / "a.png")])
+    assert "a.png is 16x16 but b.png is 20x16" in err
+    err = _error(capsys, ["--checkpoint", str(tmp_path / "none.pkl"), "--image", str(tmp_path / "img"),
+                          "--out", str(tmp_path / "o")])
+    assert "--checkpoint" in err and "does not exist" in err
+    err = _error(capsys, base + ["--image", str(tmp_path / "img"), "--fit", "stretch"])
+    assert "--fit" in err
+    err = _error(capsys, base + ["--image", str(tmp_path / "img"), "--resolution", "300"])
+    assert "--resolution" in err
+    err = _error(capsys, base + ["--image", str(tmp_path / "img"), "--truncation", "nan"])
+    assert "--truncation" in err
+    _write(tmp_path / "img" / "a.jpg", _rand_image(16, 16))
+    err = _error(capsys, base + ["--image", str(tmp_path / "img")])
+    assert "would both be written to a.png" in err
+    (tmp_path / "img" / "a.jpg").unlink()
+    err = _error(capsys, base[:2] + ["--out", str(tmp_path / "img"), "--image", str(tmp_path / "img")])
+    assert "would overwrite its input" in err
+    (tmp_path / "img" / "broken.png").write_bytes(b"not an image")
+    err = _error(capsys, base + ["--image", str(tmp_path / "img")])
+    assert "--image: cannot read image" in err and "broken.png" in err
+
+
+def test_cli_bad_checkpoint_is_a_clear_error(tmp_path, capsys):
+    _write(tmp_path / "a.png", _rand_image(16, 16))
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(b"\x80\x03cos\nsystem\nq\x00X\x04\x00\x00\x00trueq\x01\x85q\x02Rq\x03.")
+    err = _error(capsys, ["--checkpoint", str(bad), "--image", str(tmp_path / "a.png"), "--out",
+                          str(tmp_path / "o"), "--device", "cpu"])
+    assert "--checkpoint" in err and "refusing to load global 'os.system'" in err
+
+
+def test_python_m_help():
+    r = subprocess.run([sys.executable, "-m", "mat_kernels.cli.inpaint", "--help"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0
+    for opt in ("--checkpoint", "--image", "--mask", "--invert-mask", "--out", "--resolution", "--seed",
+                "--truncation", "--noise-mode", "--fit", "--device"):
+        assert opt in r.stdout
+    assert "reflect-pads" in r.stdout
+
+
+# ----------------------------------------------------------------------------------------------
+# The real generator, end to end
+# ----------------------------------------------------------------------------------------------
+
+
+def test_end_to_end_real_generator(tmp_path):
+    try:
+        from mat_kernels.models import Generator
+    except ModuleNotFoundError as exc:
+        if exc.name == "mat_kernels.models":
+            pytest.skip("mat_kernels.models is not in the tree yet")
+        raise
+    torch.manual_seed(11)
+    G = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3).eval()
+    cfg = ckpt.save_checkpoint(tmp_path / "ckpt" / "mat256", G)
+    image = _rand_image(256, 256, seed=4)
+    mask = np.ones((256, 256), np.uint8) * 255
+    mask[60:200, 30:140] = 0
+    mask[10:20, 200:250] = 128  # grey: blended, not thresholded
+    _write(tmp_path / "in" / "photo.jpg", image)
+    decoded = io.read_image(tmp_path / "in" / "photo.jpg")
+    _write(tmp_path / "in_mask" / "photo.png", mask, "L")
+    assert inpaint.main(["--checkpoint", str(cfg), "--image", str(tmp_path / "in"), "--mask",
+                         str(tmp_path / "in_mask"), "--out", str(tmp_path / "out"), "--device", "cpu",
+                         "--resolution", "256"]) == 0
+    res = np.array(Image.open(tmp_path / "out" / "photo.png"))
+    assert res.shape == (256, 256, 3) and res.dtype == np.uint8
+    known = mask == 255
+    assert np.array_equal(res[known], decoded[known])
+    assert np.any(res[mask == 0] != decoded[mask == 0])
+    # Same numbers as the official pipeline: seed 240 once, z = numpy randn, const noise.
+    np.random.seed(240)
+    torch.manual_seed(240)
+    z = torch.from_numpy(np.random.randn(1, 512)).float()
+    with torch.no_grad():
+        want = G(io.image_to_tensor(decoded), io.mask_to_tensor(mask / 255.0), z, torch.zeros(1, 0),
+                 truncation_psi=1, noise_mode="const")
+    want = io.tensor_to_uint8(want)
+    want[known] = decoded[known]
+    assert np.array_equal(res, want)
