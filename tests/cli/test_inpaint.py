@@ -310,3 +310,31 @@ def test_end_to_end_real_generator(tmp_path):
     want = io.tensor_to_uint8(want)
     want[known] = decoded[known]
     assert np.array_equal(res, want)
+
+
+@pytest.mark.extended
+@pytest.mark.parametrize("fit", ["pad", "resize"])
+def test_real_generator_other_sizes(tmp_path, fit):
+    """A 200 x 300 image through the real 256 generator: pad runs a 256 x 512 forward."""
+    try:
+        from mat_kernels.models import Generator
+    except ModuleNotFoundError as exc:
+        if exc.name == "mat_kernels.models":
+            pytest.skip("mat_kernels.models is not in the tree yet")
+        raise
+    torch.manual_seed(12)
+    G = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3).eval()
+    cfg = ckpt.save_checkpoint(tmp_path / "mat256", G)
+    image = _rand_image(200, 300, seed=5)
+    mask = np.full((200, 300), 255, np.uint8)
+    mask[50:150, 100:200] = 0
+    _write(tmp_path / "a.png", image)
+    _write(tmp_path / "am.png", mask, "L")
+    assert inpaint.main(["--checkpoint", str(cfg), "--image", str(tmp_path / "a.png"), "--mask",
+                         str(tmp_path / "am.png"), "--out", str(tmp_path / "out"), "--fit", fit,
+                         "--device", "cpu"]) == 0
+    res = np.array(Image.open(tmp_path / "out" / "a.png"))
+    assert res.shape == image.shape
+    known = mask == 255
+    assert np.array_equal(res[known], image[known])
+    assert np.any(res[~known] != image[~known])
