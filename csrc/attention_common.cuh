@@ -59,20 +59,19 @@ __device__ __forceinline__ int64_t row_stat_index(const WindowAttentionParams& p
     return ((static_cast<int64_t>(b) * p.num_heads + h) * p.H + y) * p.W + x;
 }
 
-// Key-validity bias of token t (0 without a mask). The mask is rounded to the attention dtype T
+// Key-validity bias of token t (0 without a mask). The mask is rounded to the attention dtype
 // first, as the official code does before applying the rule.
-template <typename T>
 __device__ __forceinline__ float token_key_bias(const WindowAttentionParams& p, int b, Pos pos) {
     if (p.mask == nullptr) return 0.0f;
     const double m = load_mask(p.mask, p.mask_dtype, b * p.mask_stride[0] + pos.y * p.mask_stride[1] +
                                                          pos.x * p.mask_stride[2]);
-    return key_bias(Convert<T>::round_double(m));
+    return key_bias(static_cast<float>(round_to(p.dtype, m)));
 }
 
 // Load rows [t0, t0 + kTile) of head h of a strided token tensor into a float tile (zero rows past
 // N and zero dims past head_dim). Called by every thread of the block.
-template <typename T, int D>
-__device__ __forceinline__ void load_tile(float (*tile)[D], const T* src, const int64_t* st, const WindowId& id,
+template <int D>
+__device__ __forceinline__ void load_tile(float (*tile)[D], const void* src, const int64_t* st, const WindowId& id,
                                           int h, int t0, const WindowAttentionParams& p) {
     const int N = p.window_size * p.window_size;
     for (int idx = threadIdx.x; idx < kTile * D; idx += kThreads) {
@@ -80,16 +79,15 @@ __device__ __forceinline__ void load_tile(float (*tile)[D], const T* src, const 
         float val = 0.0f;
         if (t < N && d < p.head_dim) {
             const Pos pos = token_pos(id, t, p);
-            val = Convert<T>::to_float(src[offset4(st, id.b, pos.y, pos.x, h * p.head_dim + d)]);
+            val = load_elem(src, p.dtype, offset4(st, id.b, pos.y, pos.x, h * p.head_dim + d));
         }
         tile[j][d] = val;
     }
 }
 
 // Same for a contiguous (B, H, W, C) tensor (the forward output read by the backward).
-template <typename T>
-__device__ __forceinline__ float load_contig(const T* src, const WindowAttentionParams& p, int b, Pos pos, int c) {
-    return Convert<T>::to_float(src[offset_contig(p, b, pos.y, pos.x, c)]);
+__device__ __forceinline__ float load_contig(const void* src, const WindowAttentionParams& p, int b, Pos pos, int c) {
+    return load_elem(src, p.dtype, offset_contig(p, b, pos.y, pos.x, c));
 }
 
 }  // namespace mat_kernels

@@ -11,28 +11,24 @@
 
 namespace mat_kernels {
 
-template <typename T> struct Convert;
-
-template <> struct Convert<float> {
-    static __device__ __forceinline__ float to_float(float x) { return x; }
-    static __device__ __forceinline__ float from_float(float x) { return x; }
-    // Round a double to this dtype once (the official code casts the mask straight to it).
-    static __device__ __forceinline__ float round_double(double x) { return static_cast<float>(x); }
-};
-
-template <> struct Convert<__half> {
-    static __device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
-    static __device__ __forceinline__ __half from_float(float x) { return __float2half_rn(x); }
-    static __device__ __forceinline__ float round_double(double x) { return __half2float(__double2half(x)); }
-};
-
-template <> struct Convert<__nv_bfloat16> {
-    static __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-    static __device__ __forceinline__ __nv_bfloat16 from_float(float x) { return __float2bfloat16_rn(x); }
-    static __device__ __forceinline__ float round_double(double x) {
-        return __bfloat162float(__double2bfloat16(x));
+// Element i of an attention tensor (float32, float16 or bfloat16, chosen at run time) as float.
+// The switch is uniform across the grid, so it costs a predictable branch, while a template per
+// dtype would triple the instantiations (and the build time) of kernels that compute in fp32.
+__device__ __forceinline__ float load_elem(const void* p, DType dt, int64_t i) {
+    switch (dt) {
+        case DType::kFloat16: return __half2float(static_cast<const __half*>(p)[i]);
+        case DType::kBFloat16: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+        default: return static_cast<const float*>(p)[i];
     }
-};
+}
+
+__device__ __forceinline__ void store_elem(void* p, DType dt, int64_t i, float x) {
+    switch (dt) {
+        case DType::kFloat16: static_cast<__half*>(p)[i] = __float2half_rn(x); break;
+        case DType::kBFloat16: static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(x); break;
+        default: static_cast<float*>(p)[i] = x; break;
+    }
+}
 
 // Read element i of a mask of runtime dtype as a double (exact for every supported dtype).
 __device__ __forceinline__ double load_mask(const void* p, DType dt, int64_t i) {

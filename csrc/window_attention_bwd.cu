@@ -6,9 +6,9 @@
 //   dS_ij = P_ij (dO_i . v_j - delta_i)
 //   dQ_i = scale * sum_j dS_ij k_j,   dK_j = scale * sum_i dS_ij q_i
 // Two kernels on the same stream:
-//   window_attention_bwd_dq_kernel<T, D>    rows = queries; computes delta (stored) and dq
+//   window_attention_bwd_dq_kernel<D>    rows = queries; computes delta (stored) and dq
 //     grid (B * nW, heads, ceil(N / kRows)), block kThreads
-//   window_attention_bwd_dkdv_kernel<T, D>  rows = keys; reads delta; computes dk and dv
+//   window_attention_bwd_dkdv_kernel<D>  rows = keys; reads delta; computes dk and dv
 //     grid (B * nW, heads, ceil(N / kRows)), block kThreads
 // Shapes: q, k, v, grad_out (B, H, W, C) strided; out, dq, dk, dv (B, H, W, C) contiguous;
 // lse, delta (B, heads, H, W) float32. The mask receives no gradient (it is a 0/1 validity map).
@@ -18,7 +18,7 @@
 namespace mat_kernels {
 namespace {
 
-template <typename T, int D>
+template <int D>
 __global__ void __launch_bounds__(kThreads) window_attention_bwd_dq_kernel(const WindowAttentionParams p) {
     constexpr int G = Tiling<D>::G, P = Tiling<D>::P, ROWS = Tiling<D>::kRows;
     __shared__ float ks[kTile][D];
@@ -36,18 +36,15 @@ __global__ void __launch_bounds__(kThreads) window_attention_bwd_dq_kernel(const
     const Pos qpos = token_pos(id, t, p);
     const int qregion = token_region(id.wy, id.wx, t, p.H, p.W, ws, s);
 
-    const T* q = static_cast<const T*>(p.q);
-    const T* go = static_cast<const T*>(p.grad_out);
-    const T* o = static_cast<const T*>(p.fwd_out);
     float qr[P], dor[P], dq[P];
     float delta = 0.0f;
 #pragma unroll
     for (int i = 0; i < P; ++i) {
         const int d = i * G + g;
         const bool in = d < hd;
-        qr[i] = in ? Convert<T>::to_float(q[offset4(p.q_stride, id.b, qpos.y, qpos.x, h * hd + d)]) : 0.0f;
-        dor[i] = in ? Convert<T>::to_float(go[offset4(p.grad_out_stride, id.b, qpos.y, qpos.x, h * hd + d)]) : 0.0f;
-        const float oi = in ? load_contig<T>(o, p, id.b, qpos, h * hd + d) : 0.0f;
+        qr[i] = in ? load_elem(p.q, p.dtype, offset4(p.q_stride, id.b, qpos.y, qpos.x, h * hd + d)) : 0.0f;
+        dor[i] = in ? load_elem(p.grad_out, p.dtype, offset4(p.grad_out_stride, id.b, qpos.y, qpos.x, h * hd + d)) : 0.0f;
+        const float oi = in ? load_contig(p.fwd_out, p, id.b, qpos, h * hd + d) : 0.0f;
         delta = fmaf(dor[i], oi, delta);
         dq[i] = 0.0f;
     }
@@ -58,12 +55,12 @@ __global__ void __launch_bounds__(kThreads) window_attention_bwd_dq_kernel(const
 
     for (int k0 = 0; k0 < N; k0 += kTile) {
         __syncthreads();
-        load_tile<T, D>(ks, static_cast<const T*>(p.k), p.k_stride, id, h, k0, p);
-        load_tile<T, D>(vs, static_cast<const T*>(p.v), p.v_stride, id, h, k0, p);
+        load_tile<D>(ks, p.k, p.k_stride, id, h, k0, p);
+        load_tile<D>(vs, p.v, p.v_stride, id, h, k0, p);
         for (int j = threadIdx.x; j < kTile; j += kThreads) {
             const int tk = k0 + j;
             if (tk < N) {
-                kbias[j] = token_key_bias<T>(p, id.b, token_pos(id, tk, p));
+                kbias[j] = token_key_bias(p, id.b, token_pos(id, tk, p));
                 kregion[j] = token_region(id.wy, id.wx, tk, p.H, p.W, ws, s);
             } else {
                 kbias[j] = 0.0f;
@@ -90,16 +87,15 @@ __global__ void __launch_bounds__(kThreads) window_attention_bwd_dq_kernel(const
     }
 
     if (active) {
-        T* out = static_cast<T*>(p.dq);
 #pragma unroll
         for (int i = 0; i < P; ++i) {
             const int d = i * G + g;
-            if (d < hd) out[offset_contig(p, id.b, qpos.y, qpos.x, h * hd + d)] = Convert<T>::from_float(dq[i] * p.scale);
+            if (d < hd) store_elem(p.dq, p.dtype, offset_contig(p, id.b, qpos.y, qpos.x, h * hd + d), dq[i] * p.scale);
         }
     }
 }
 
-template <typename T, int D>
+template <int D>
 __global__ void __launch_bounds__(kThreads) window_attention_bwd_dkdv_kernel(const WindowAttentionParams p) {
     constexpr int G = Tiling<D>::G, P = Tiling<D>::P, ROWS = Tiling<D>::kRows;
     __shared__ float qs[kTile][D];
@@ -117,25 +113,23 @@ __global__ void __launch_bounds__(kThreads) window_attention_bwd_dkdv_kernel(con
     const int t = active ? t_raw : N - 1;
     const Pos kpos = token_pos(id, t, p);
     const int kregion = token_region(id.wy, id.wx, t, p.H, p.W, ws, s);
-    const float kbias = token_key_bias<T>(p, id.b, kpos);
+    const float kbias = token_key_bias(p, id.b, kpos);
 
-    const T* k = static_cast<const T*>(p.k);
-    const T* v = static_cast<const T*>(p.v);
     float kr[P], vr[P], dk[P], dv[P];
 #pragma unroll
     for (int i = 0; i < P; ++i) {
         const int d = i * G + g;
         const bool in = d < hd;
-        kr[i] = in ? Convert<T>::to_float(k[offset4(p.k_stride, id.b, kpos.y, kpos.x, h * hd + d)]) : 0.0f;
-        vr[i] = in ? Convert<T>::to_float(v[offset4(p.v_stride, id.b, kpos.y, kpos.x, h * hd + d)]) : 0.0f;
+        kr[i] = in ? load_elem(p.k, p.dtype, offset4(p.k_stride, id.b, kpos.y, kpos.x, h * hd + d)) : 0.0f;
+        vr[i] = in ? load_elem(p.v, p.dtype, offset4(p.v_stride, id.b, kpos.y, kpos.x, h * hd + d)) : 0.0f;
         dk[i] = 0.0f;
         dv[i] = 0.0f;
     }
 
     for (int q0 = 0; q0 < N; q0 += kTile) {
         __syncthreads();
-        load_tile<T, D>(qs, static_cast<const T*>(p.q), p.q_stride, id, h, q0, p);
-        load_tile<T, D>(dos, static_cast<const T*>(p.grad_out), p.grad_out_stride, id, h, q0, p);
+        load_tile<D>(qs, p.q, p.q_stride, id, h, q0, p);
+        load_tile<D>(dos, p.grad_out, p.grad_out_stride, id, h, q0, p);
         for (int i = threadIdx.x; i < kTile; i += kThreads) {
             const int tq = q0 + i;
             if (tq < N) {
@@ -173,37 +167,28 @@ __global__ void __launch_bounds__(kThreads) window_attention_bwd_dkdv_kernel(con
     }
 
     if (active) {
-        T* dk_out = static_cast<T*>(p.dk);
-        T* dv_out = static_cast<T*>(p.dv);
 #pragma unroll
         for (int c = 0; c < P; ++c) {
             const int d = c * G + g;
             if (d < hd) {
                 const int64_t off = offset_contig(p, id.b, kpos.y, kpos.x, h * hd + d);
-                dk_out[off] = Convert<T>::from_float(dk[c] * p.scale);
-                dv_out[off] = Convert<T>::from_float(dv[c]);
+                store_elem(p.dk, p.dtype, off, dk[c] * p.scale);
+                store_elem(p.dv, p.dtype, off, dv[c]);
             }
         }
     }
 }
 
-template <typename T, int D>
+template <int D>
 const char* launch_bwd(const WindowAttentionParams& p, cudaStream_t stream) {
     const int N = p.window_size * p.window_size;
     const long long windows = static_cast<long long>(p.B) * (p.H / p.window_size) * (p.W / p.window_size);
     const dim3 grid(static_cast<unsigned>(windows), p.num_heads, (N + Tiling<D>::kRows - 1) / Tiling<D>::kRows);
-    window_attention_bwd_dq_kernel<T, D><<<grid, kThreads, 0, stream>>>(p);
+    window_attention_bwd_dq_kernel<D><<<grid, kThreads, 0, stream>>>(p);
     if (const char* err = last_launch_error()) return err;
     // Same stream: the dk/dv kernel starts after every delta has been written.
-    window_attention_bwd_dkdv_kernel<T, D><<<grid, kThreads, 0, stream>>>(p);
+    window_attention_bwd_dkdv_kernel<D><<<grid, kThreads, 0, stream>>>(p);
     return last_launch_error();
-}
-
-template <typename T>
-const char* launch_bwd_dim(const WindowAttentionParams& p, cudaStream_t stream) {
-    if (p.head_dim <= 32) return launch_bwd<T, 32>(p, stream);
-    if (p.head_dim <= 64) return launch_bwd<T, 64>(p, stream);
-    return launch_bwd<T, 128>(p, stream);
 }
 
 }  // namespace
@@ -214,12 +199,12 @@ const char* launch_window_attention_bwd(const WindowAttentionParams& p, CUstream
     const long long windows = static_cast<long long>(p.B) * (p.H / p.window_size) * (p.W / p.window_size);
     if (windows < 1) return nullptr;
     if (windows > 0x7fffffffLL) return "too many windows for one launch";
-    switch (p.dtype) {
-        case DType::kFloat32: return launch_bwd_dim<float>(p, stream);
-        case DType::kFloat16: return launch_bwd_dim<__half>(p, stream);
-        case DType::kBFloat16: return launch_bwd_dim<__nv_bfloat16>(p, stream);
-        default: return "unsupported dtype for the attention kernels";
-    }
+    if (p.dtype != DType::kFloat32 && p.dtype != DType::kFloat16 && p.dtype != DType::kBFloat16)
+        return "unsupported dtype for the attention kernels";
+    // head_dim is padded to the next tile width; the kernels zero-fill the extra dims.
+    if (p.head_dim <= 32) return launch_bwd<32>(p, stream);
+    if (p.head_dim <= 64) return launch_bwd<64>(p, stream);
+    return launch_bwd<128>(p, stream);
 }
 
 }  // namespace mat_kernels

@@ -1,9 +1,10 @@
 // Forward of MAT's shifted-window contextual attention, and its launcher.
 //
-// Kernel: window_attention_fwd_kernel<T, D>
-//   q, k, v   (B, H, W, C) strided, C = heads * head_dim, dtype T (float, __half, __nv_bfloat16)
+// Kernel: window_attention_fwd_kernel<D>
+//   q, k, v   (B, H, W, C) strided, C = heads * head_dim; float32, float16 or bfloat16 (p.dtype, a
+//             run-time switch at loads and stores: all math is fp32, so one instance per D suffices)
 //   mask      (B, H, W) strided, any DType, or nullptr
-//   out       (B, H, W, C) contiguous, dtype T, un-shifted layout
+//   out       (B, H, W, C) contiguous, p.dtype, un-shifted layout
 //   lse       (B, heads, H, W) float32: logsumexp of each query's biased, scaled scores
 //   new_mask  (B, H, W) contiguous, mask dtype (written when mask and new_mask are given)
 //   grid      (B * nW, heads, ceil(N / kRows)), block kThreads; N = ws * ws
@@ -18,7 +19,7 @@
 namespace mat_kernels {
 namespace {
 
-template <typename T, int D>
+template <int D>
 __global__ void __launch_bounds__(kThreads) window_attention_fwd_kernel(const WindowAttentionParams p) {
     constexpr int G = Tiling<D>::G, P = Tiling<D>::P, ROWS = Tiling<D>::kRows;
     __shared__ float ks[kTile][D];
@@ -43,24 +44,23 @@ __global__ void __launch_bounds__(kThreads) window_attention_fwd_kernel(const Wi
     const Pos qpos = token_pos(id, t, p);
     const int qregion = token_region(id.wy, id.wx, t, p.H, p.W, ws, s);
 
-    const T* q = static_cast<const T*>(p.q);
     float qr[P], acc[P];
 #pragma unroll
     for (int i = 0; i < P; ++i) {
         const int d = i * G + g;
-        qr[i] = d < hd ? Convert<T>::to_float(q[offset4(p.q_stride, id.b, qpos.y, qpos.x, h * hd + d)]) : 0.0f;
+        qr[i] = d < hd ? load_elem(p.q, p.dtype, offset4(p.q_stride, id.b, qpos.y, qpos.x, h * hd + d)) : 0.0f;
         acc[i] = 0.0f;
     }
     float m = -INFINITY, l = 0.0f;
 
     for (int k0 = 0; k0 < N; k0 += kTile) {
         __syncthreads();  // the previous tile is no longer read
-        load_tile<T, D>(ks, static_cast<const T*>(p.k), p.k_stride, id, h, k0, p);
-        load_tile<T, D>(vs, static_cast<const T*>(p.v), p.v_stride, id, h, k0, p);
+        load_tile<D>(ks, p.k, p.k_stride, id, h, k0, p);
+        load_tile<D>(vs, p.v, p.v_stride, id, h, k0, p);
         for (int j = threadIdx.x; j < kTile; j += kThreads) {
             const int tk = k0 + j;
             if (tk < N) {
-                kbias[j] = token_key_bias<T>(p, id.b, token_pos(id, tk, p));
+                kbias[j] = token_key_bias(p, id.b, token_pos(id, tk, p));
                 kregion[j] = token_region(id.wy, id.wx, tk, p.H, p.W, ws, s);
             } else {
                 kbias[j] = 0.0f;
@@ -98,31 +98,23 @@ __global__ void __launch_bounds__(kThreads) window_attention_fwd_kernel(const Wi
     }
 
     if (active) {
-        T* out = static_cast<T*>(p.out);
         const float inv = 1.0f / l;
 #pragma unroll
         for (int i = 0; i < P; ++i) {
             const int d = i * G + g;
-            if (d < hd) out[offset_contig(p, id.b, qpos.y, qpos.x, h * hd + d)] = Convert<T>::from_float(acc[i] * inv);
+            if (d < hd) store_elem(p.out, p.dtype, offset_contig(p, id.b, qpos.y, qpos.x, h * hd + d), acc[i] * inv);
         }
         if (g == 0) p.lse[row_stat_index(p, id.b, h, qpos.y, qpos.x)] = m + logf(l);
     }
 }
 
-template <typename T, int D>
+template <int D>
 const char* launch_fwd(const WindowAttentionParams& p, cudaStream_t stream) {
     const int N = p.window_size * p.window_size;
     const long long windows = static_cast<long long>(p.B) * (p.H / p.window_size) * (p.W / p.window_size);
     const dim3 grid(static_cast<unsigned>(windows), p.num_heads, (N + Tiling<D>::kRows - 1) / Tiling<D>::kRows);
-    window_attention_fwd_kernel<T, D><<<grid, kThreads, 0, stream>>>(p);
+    window_attention_fwd_kernel<D><<<grid, kThreads, 0, stream>>>(p);
     return last_launch_error();
-}
-
-template <typename T>
-const char* launch_fwd_dim(const WindowAttentionParams& p, cudaStream_t stream) {
-    if (p.head_dim <= 32) return launch_fwd<T, 32>(p, stream);
-    if (p.head_dim <= 64) return launch_fwd<T, 64>(p, stream);
-    return launch_fwd<T, 128>(p, stream);
 }
 
 }  // namespace
@@ -133,12 +125,12 @@ const char* launch_window_attention_fwd(const WindowAttentionParams& p, CUstream
     const long long windows = static_cast<long long>(p.B) * (p.H / p.window_size) * (p.W / p.window_size);
     if (windows < 1) return nullptr;  // empty batch: nothing to launch
     if (windows > 0x7fffffffLL) return "too many windows for one launch";
-    switch (p.dtype) {
-        case DType::kFloat32: return launch_fwd_dim<float>(p, stream);
-        case DType::kFloat16: return launch_fwd_dim<__half>(p, stream);
-        case DType::kBFloat16: return launch_fwd_dim<__nv_bfloat16>(p, stream);
-        default: return "unsupported dtype for the attention kernels";
-    }
+    if (p.dtype != DType::kFloat32 && p.dtype != DType::kFloat16 && p.dtype != DType::kBFloat16)
+        return "unsupported dtype for the attention kernels";
+    // head_dim is padded to the next tile width; the kernels zero-fill the extra dims.
+    if (p.head_dim <= 32) return launch_fwd<32>(p, stream);
+    if (p.head_dim <= 64) return launch_fwd<64>(p, stream);
+    return launch_fwd<128>(p, stream);
 }
 
 }  // namespace mat_kernels
