@@ -1,4 +1,18 @@
-"""``mat-train``: distributed MAT training (DDP over torchrun; NCCL on GPU, gloo on CPU)."""
+"""``mat-train``: distributed MAT training (DDP over torchrun; NCCL on GPU, gloo on CPU).
+
+Usage (the README's Places-512 recipe on 8 GPUs; defaults follow it)::
+
+    torchrun --nproc_per_node 8 -m mat_kernels.train --data /data/places/train \\
+        --val-data /data/places/val --out-dir runs/places512 --resolution 512 --batch 32 \\
+        --vgg-path ~/.cache/torch/hub/checkpoints/vgg19-dcbbb3f4.pth --amp true
+    # continue after an interruption, bit for bit (same number of ranks):
+    torchrun --nproc_per_node 8 -m mat_kernels.train ... --resume latest
+
+Outputs in --out-dir: ``checkpoint-XXXXXXXX.pt`` (G, D, G_ema, both Adam states, step, config and
+every rank's RNG states and G/G_ema buffers; written to a temporary file then renamed),
+``stats.jsonl`` (one JSON record per log interval), ``samples/step-XXXXXXXX.png`` (masked input |
+G_ema output | real) and TensorBoard events when tensorboard is installed.
+"""
 from .config import TrainConfig, build_parser, config_from_args
 from .loop import train
 

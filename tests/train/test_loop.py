@@ -165,3 +165,22 @@ def test_real_mat_step(image_dirs, tmp_path):
                       workers=0, pcp_ratio=0.0, progress=False, device="cpu", mbstd_group=2)
     res = train(cfg)
     assert res["step"] == 1 and torch.isfinite(torch.tensor(res["stats"]["G/loss"]))
+
+
+@pytest.mark.gpu
+def test_real_mat_cuda_amp_grad_checkpoint(tmp_path):
+    """Two steps of the real networks at 256 on CUDA with bf16 autocast and gradient checkpointing."""
+    from PIL import Image
+    import numpy as np
+    data = tmp_path / "d256"
+    data.mkdir()
+    rng = np.random.RandomState(0)
+    for i in range(4):
+        Image.fromarray(rng.randint(0, 256, (300, 280, 3)).astype(np.uint8)).save(data / f"{i}.png")
+    cfg = TrainConfig(data=str(data), val_data=str(data), out_dir=str(tmp_path / "run"), resolution=256, batch=4,
+                      total_steps=2, workers=0, pcp_ratio=0.0, progress=False, device="cuda", amp=True,
+                      grad_checkpoint=True, G_reg_interval=2, D_reg_interval=2, eval_images=2, sample_images=2)
+    res = train(cfg)
+    assert res["step"] == 2
+    for k in ("G/loss", "D/loss", "D/r1", "val/psnr"):
+        assert torch.isfinite(torch.tensor(res["stats"][k])), k
