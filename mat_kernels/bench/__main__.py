@@ -52,6 +52,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--suite", choices=("auto", "full", "reduced"), default="auto",
                    help="op shapes: all nine ('full', GPU default) or one per layer geometry ('reduced', CPU default)")
+    p.add_argument("--shapes", type=_csv(str), default=None, metavar="TEXT",
+                   help="keep only shapes whose name contains one of these (e.g. '16x16' or 'w8 s4 mask')")
     p.add_argument("--dtype", type=_csv(str, C.DTYPES), default=None,
                    help="comma list of fp32,bf16,fp16 (default: fp32,bf16 on GPU; fp32 on CPU)")
     p.add_argument("--batch", type=_csv(int), default=None, help="comma list (default: 1,8 on GPU; 1 on CPU)")
@@ -62,8 +64,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--peers", type=_csv(str, PEER_NAMES), default=None,
                    help=f"comma subset of {','.join(PEER_NAMES)} (default: all; on CPU the compiled peers "
                         "are listed as skipped unless named here)")
-    p.add_argument("--model-paths", type=_csv(str, model.MODEL_PATHS), default=list(model.MODEL_PATHS),
-                   help="reference,auto,compile (default: all)")
+    p.add_argument("--model-paths", type=_csv(str, model.MODEL_PATHS), default=None,
+                   help="reference,auto,compile (default: all; on CPU compile is listed as skipped unless named)")
     p.add_argument("--repeats", type=int, default=None, help="timed calls per case (default: 20 GPU, 3 CPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls first (default: 5 GPU, 1 CPU)")
     p.add_argument("--dram-bandwidth", type=float, default=None, metavar="TB/s",
@@ -133,6 +135,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     model_res = args.resolution or (512 if gpu else 256)
     try:
         shapes = (C.mat_attention_shapes if suite == "full" else C.reduced_shapes)(op_res)
+        if args.shapes:
+            shapes = [s for s in shapes if any(t in s.name for t in args.shapes)]
+            if not shapes:
+                raise ValueError(f"--shapes {args.shapes} matches none of the {suite} suite's shapes")
         model_batches = args.batch or ([1, 8] if gpu else [1])
         if model_res not in (256, 512):
             raise ValueError(f"--resolution for the model must be 256 or 512, got {model_res}")
@@ -146,6 +152,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             if p.compiles:
                 skip[p.name] = ("not run on CPU by default: torch.compile takes ~20 s per case here "
                                 f"(name it in --peers to include it)")
+    model_paths = args.model_paths or list(model.MODEL_PATHS)
+    model_skip = {}
+    if not gpu and args.model_paths is None:
+        model_skip["compile"] = "not run on CPU by default: compiling the whole model takes minutes here"
     _configure_compiler()
     environment = env.environment(device, args.dram_bandwidth)
     notes = []
@@ -157,14 +167,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     settings = {"suite": suite, "device": str(device), "dtypes": dtypes, "batches": batches, "modes": args.mode,
                 "resolution": op_res, "peers": [p.name for p in peers], "warmup": warmup, "repeats": repeats,
                 "l2_flush": gpu, "run_ops": run_ops, "run_model": run_model,
-                "model": {"resolution": model_res, "batches": model_batches, "paths": args.model_paths}
+                "model": {"resolution": model_res, "batches": model_batches, "paths": model_paths, "dtypes": dtypes}
                 if run_model else None}
 
     print(f"mat_kernels.bench on {environment['device_name']} ({device}); torch {environment['torch_version']}, "
           f"triton {environment['triton_version']}", file=sys.stderr)
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
-    n_model = len(model.WHATS) * len(model_batches) * len(args.model_paths) if run_model else 0
+    n_model = len(model.WHATS) * len(model_batches) * len(model_paths) * len(dtypes) if run_model else 0
     progress = _Progress(len(cases) * len(peers) + n_model, not args.no_progress)
     t0 = time.perf_counter()
     attention_rows, model_rows = [], []
@@ -176,10 +186,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                                        on_peer_done=lambda r: progress.step(f"{r['peer']}: {r['status']}"))
         if run_model:
             progress.describe(f"model {model_res}")
-            model_rows = model.run_model(model_res, model_batches, device, max(1, warmup // 2),
-                                         max(1, repeats // 4) if gpu else 1, paths=args.model_paths,
-                                         dtype="fp32",
-                                         on_row_done=lambda r: progress.step(f"{r['what']} {r['path']}"))
+            for dt in dtypes:
+                model_rows += model.run_model(model_res, model_batches, device, max(1, warmup // 2),
+                                              max(1, repeats // 4) if gpu else 1, paths=model_paths,
+                                              dtype=dt, skip=model_skip,
+                                              on_row_done=lambda r: progress.step(f"{r['what']} {r['path']}"))
     finally:
         progress.close()
     result = report.make_result("gpu-" + str(op_res) if gpu else "cpu-reduced" if suite == "reduced" else

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from . import timing
-from .suite import STATUS_FAILED, STATUS_OK, reason_of
+from .suite import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED, reason_of
 
 Z_DIM = W_DIM = 512
 MODEL_PATHS = ("reference", "auto", "compile")
@@ -93,11 +93,51 @@ def _row(what, path, batch, resolution, dtype):
             "images_per_s": None, "peak_mem_bytes": None, "speedup_vs_reference": None}
 
 
+def build_call(Generator, Discriminator, what: str, path: str, batch: int, resolution: int,
+               device: torch.device, dtype: str = "fp32") -> Callable[[], object]:
+    """One timed iteration of ``what`` ("generator_forward" or "train_step") on ``path``
+    ("reference", "auto" or "compile"), with its networks, optimisers and inputs built."""
+    if what not in WHATS:
+        raise ValueError(f"what must be one of {WHATS}, got {what!r}")
+    if path not in MODEL_PATHS:
+        raise ValueError(f"path must be one of {MODEL_PATHS}, got {path!r}")
+    backend = "auto" if path == "auto" else "reference"
+
+    def amp():
+        return torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
+
+    torch.manual_seed(0)
+    G = Generator(z_dim=Z_DIM, c_dim=0, w_dim=W_DIM, img_resolution=resolution, img_channels=3).to(device)
+    _set_backend(G, backend)
+    img, mask, z, c = _inputs(batch, resolution, device)
+    if what == "generator_forward":
+        G.eval()
+        Gr = torch.compile(G) if path == "compile" else G
+
+        def call():
+            with torch.no_grad(), amp():
+                return _generate(Gr, img, mask, z, c, "const")
+        return call
+    D = Discriminator(c_dim=0, img_resolution=resolution, img_channels=3).to(device)
+    if hasattr(D, "set_backend"):
+        D.set_backend(backend)
+    opt_g = torch.optim.Adam(G.parameters(), lr=1e-3, betas=(0.0, 0.99))
+    opt_d = torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.0, 0.99))
+    Gr, Dr = (torch.compile(G), torch.compile(D)) if path == "compile" else (G, D)
+
+    def call():
+        with amp():
+            return _train_step(Gr, Dr, opt_g, opt_d, img, mask, z, c)
+    return call
+
+
 def run_model(resolution: int, batches: Iterable[int], device: torch.device, warmup: int, repeats: int,
               paths: Iterable[str] = MODEL_PATHS, whats: Iterable[str] = WHATS, dtype: str = "fp32",
-              on_row_done: Optional[Callable[[dict], None]] = None) -> List[dict]:
-    """Rows for every (what, batch, path); failures carry their reason. ``dtype`` "bf16" runs
-    under ``torch.autocast``."""
+              on_row_done: Optional[Callable[[dict], None]] = None,
+              skip: Optional[dict] = None) -> List[dict]:
+    """Rows for every (what, batch, path); failures carry their reason, paths in ``skip``
+    (path -> reason) are recorded as skipped. ``dtype`` "bf16" runs under ``torch.autocast``."""
+    skip = skip or {}
     rows: List[dict] = []
     paths, whats, batches = list(paths), list(whats), list(batches)
     try:
@@ -112,39 +152,22 @@ def run_model(resolution: int, batches: Iterable[int], device: torch.device, war
                     if on_row_done:
                         on_row_done(r)
         return rows
-    def amp():
-        return torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
     for what in whats:
         for batch in batches:
             for path in paths:
                 r = _row(what, path, batch, resolution, dtype)
+                if path in skip:
+                    r.update(status=STATUS_SKIPPED, reason=skip[path])
+                    rows.append(r)
+                    if on_row_done:
+                        on_row_done(r)
+                    continue
+                call = None
                 try:
-                    torch.manual_seed(0)
-                    G = Generator(z_dim=Z_DIM, c_dim=0, w_dim=W_DIM, img_resolution=resolution,
-                                  img_channels=3).to(device)
-                    _set_backend(G, "auto" if path == "auto" else "reference")
-                    img, mask, z, c = _inputs(batch, resolution, device)
-                    if what == "generator_forward":
-                        G.eval()
-                        Gr = torch.compile(G) if path == "compile" else G
-
-                        def call():
-                            with torch.no_grad(), amp():
-                                return _generate(Gr, img, mask, z, c, "const")
-                    else:
-                        D = Discriminator(c_dim=0, img_resolution=resolution, img_channels=3).to(device)
-                        if hasattr(D, "set_backend"):
-                            D.set_backend("auto" if path == "auto" else "reference")
-                        opt_g = torch.optim.Adam(G.parameters(), lr=1e-3, betas=(0.0, 0.99))
-                        opt_d = torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.0, 0.99))
-                        Gr, Dr = (torch.compile(G), torch.compile(D)) if path == "compile" else (G, D)
-
-                        def call():
-                            with amp():
-                                return _train_step(Gr, Dr, opt_g, opt_d, img, mask, z, c)
                     if path == "compile":
                         with contextlib.suppress(Exception):
                             torch._dynamo.reset()
+                    call = build_call(Generator, Discriminator, what, path, batch, resolution, device, dtype)
                     call()  # compile / warm the allocator before the counted warm-up
                     t = timing.measure(call, device, warmup, repeats, flush_l2=False)
                     r.update(median_ms=t["median_ms"], min_ms=t["min_ms"], times_ms=t["times_ms"],
@@ -153,10 +176,10 @@ def run_model(resolution: int, batches: Iterable[int], device: torch.device, war
                     r["status"] = STATUS_OK
                 except Exception as exc:
                     r.update(status=STATUS_FAILED, reason=reason_of(exc))
+                    call = None
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
-                finally:
-                    G = D = Gr = Dr = opt_g = opt_d = None  # noqa: F841 (free before the next path)
+                del call  # frees the networks before the next path
                 rows.append(r)
                 if on_row_done:
                     on_row_done(r)
