@@ -192,8 +192,10 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f=None, up: int = 1, down:
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
     if not isinstance(w, torch.Tensor) or w.ndim != 4 or w.dtype != x.dtype:
         raise ValueError("w must be a 4-D (out, in/groups, kh, kw) tensor with x's dtype")
-    if f is not None and (not isinstance(f, torch.Tensor) or f.ndim not in (1, 2) or f.dtype != torch.float32):
-        raise ValueError("f must be None or a float32 1-D/2-D filter from setup_filter()")
+    # The released code insists on float32 filters; any floating filter is accepted here so a
+    # module converted with .double()/.half() keeps working (upfirdn2d casts it to x's dtype).
+    if f is not None and (not isinstance(f, torch.Tensor) or f.ndim not in (1, 2) or not f.is_floating_point()):
+        raise ValueError("f must be None or a floating 1-D/2-D filter from setup_filter()")
     for name, v in (("up", up), ("down", down), ("groups", groups)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name} must be an int >= 1, got {v!r}")
