@@ -149,7 +149,7 @@ def parameter_digest(*modules) -> str:
     for m in modules:
         for name, p in m.named_parameters():
             h.update(name.encode())
-            h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            h.update(p.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())  # 0-d safe
     return h.hexdigest()
 
 

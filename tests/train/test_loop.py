@@ -97,6 +97,17 @@ def test_grad_checkpointing_gives_identical_gradients():
         enable_grad_checkpointing(G, ("NoSuchBlock",))
 
 
+def test_parameter_digest_sees_every_bit():
+    m = torch.nn.Module()
+    m.scalar = torch.nn.Parameter(torch.tensor(1.5))          # 0-d parameters occur in MAT
+    m.w = torch.nn.Parameter(torch.randn(3, 2, dtype=torch.bfloat16))
+    d0 = parameter_digest(m)
+    assert parameter_digest(copy.deepcopy(m)) == d0
+    with torch.no_grad():
+        m.scalar.copy_(torch.nextafter(torch.tensor(1.5), torch.tensor(2.0)))
+    assert parameter_digest(m) != d0
+
+
 def _torchrun(args, timeout=300):
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                OMP_NUM_THREADS="1")
