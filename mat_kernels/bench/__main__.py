@@ -187,7 +187,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if run_model:
             progress.describe(f"model {model_res}")
             for dt in dtypes:
-                model_rows += model.run_model(model_res, model_batches, device, max(1, warmup // 2),
+                model_rows += model.run_model(model_res, model_batches, device, max(1, warmup // 2) if gpu else 0,
                                               max(1, repeats // 4) if gpu else 1, paths=model_paths,
                                               dtype=dt, skip=model_skip,
                                               on_row_done=lambda r: progress.step(f"{r['what']} {r['path']}"))

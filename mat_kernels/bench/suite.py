@@ -67,7 +67,7 @@ def errors(case: C.AttentionCase, got, expected) -> dict:
     return res
 
 
-def _callable(case: C.AttentionCase, fn, q, k, v, mask, grad_out):
+def make_call(case: C.AttentionCase, fn, q, k, v, mask, grad_out):
     """A no-argument call of one timed iteration and the tensors it produced."""
     if case.mode == "fwd":
         def call():
@@ -120,7 +120,7 @@ def run_case(case: C.AttentionCase, peers: Iterable[Peer], device: torch.device,
                 try:
                     if peer.compiles:
                         _reset_compiler()
-                    call = _callable(case, peer.build(case, device), q, k, v, mask, grad_out)
+                    call = make_call(case, peer.build(case, device), q, k, v, mask, grad_out)
                     got = call()  # first call: compiles, and gives the outputs checked below
                     row.update(errors(case, got, expected))
                     del got

@@ -74,3 +74,16 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> Optional[int]
     peak = torch.cuda.max_memory_allocated(device) - base
     del result
     return int(peak)
+
+
+def synchronized(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
+    """``fn`` followed by a device synchronisation, so wall-clock timers (pytest-benchmark) see
+    the kernels' time and not just the launch."""
+    if device.type != "cuda":
+        return fn
+
+    def run():
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out
+    return run
