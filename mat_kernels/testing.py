@@ -21,6 +21,16 @@ TOLERANCES = {
     ("window_attention", "bwd", torch.float16): (1e-2, 1e-2),
     ("window_attention", "fwd", torch.bfloat16): (1.6e-2, 1.6e-2),
     ("window_attention", "bwd", torch.bfloat16): (6e-2, 6e-2),
+    # Fused bias+activation vs the reference in a wider dtype (fp64 for fp32, fp32 for fp16/bf16):
+    # fwd covers x+b, act, gain each rounded once; bwd adds the bias gradient's reduction.
+    ("bias_act", "fwd", torch.float64): (1e-12, 1e-12),
+    ("bias_act", "bwd", torch.float64): (1e-10, 1e-10),
+    ("bias_act", "fwd", torch.float32): (2e-6, 1e-6),
+    ("bias_act", "bwd", torch.float32): (1e-5, 1e-5),
+    ("bias_act", "fwd", torch.float16): (4e-3, 2e-3),
+    ("bias_act", "bwd", torch.float16): (1e-2, 1e-2),
+    ("bias_act", "fwd", torch.bfloat16): (3e-2, 1.6e-2),
+    ("bias_act", "bwd", torch.bfloat16): (6e-2, 6e-2),
     # Full blocks and models against recorded official outputs (fp32 on CPU).
     ("swin_block", "fwd", torch.float32): (1e-4, 1e-4),
     ("partial_conv", "fwd", torch.float32): (1e-5, 1e-5),

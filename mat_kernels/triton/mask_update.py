@@ -133,7 +133,7 @@ def _partial_conv_mask_update_kernel(m_ptr, new_ptr, ratio_ptr, H, W, H_out, W_o
     rcp = _round_to(rcp, DTYPE, ACC)
     ratio = _round_to(rcp * (K * K), DTYPE, ACC)
     new = tl.minimum(tl.maximum(s, 0.0), 1.0)
-    ratio = ratio * new
+    ratio = _round_to(ratio * new, DTYPE, ACC)  # exact in DTYPE now, so the store cast is too
     out_off = b * H_out * W_out + oy * W_out + ox
     tl.store(new_ptr + out_off, new.to(DTYPE), mask=valid_out)
     tl.store(ratio_ptr + out_off, ratio.to(DTYPE), mask=valid_out)
@@ -142,7 +142,7 @@ def _partial_conv_mask_update_kernel(m_ptr, new_ptr, ratio_ptr, H, W, H_out, W_o
 # ----------------------------------------------------------------------------------------------
 # Launchers (arguments already validated)
 # ----------------------------------------------------------------------------------------------
-_PCONV_BLOCK = (16, 32)  # (BLOCK_H, BLOCK_W): 512 outputs, 4 per thread at 4 warps
+_PCONV_BLOCK = (32, 32)  # (BLOCK_H, BLOCK_W): 1024 outputs, 8 per thread at 4 warps
 
 
 _WINDOW_TILE = 1024  # tokens per program of the window kernel: 16 windows of 8x8, 4 of 16x16
