@@ -47,7 +47,7 @@ def _filter_size(f) -> Tuple[int, int]:
     return int(f.shape[-1]), int(f.shape[0])
 
 
-def setup_filter(f, device=torch.device("cpu"), normalize: bool = True, flip_filter: bool = False,
+def setup_filter(f, device=None, normalize: bool = True, flip_filter: bool = False,
                  gain: float = 1, separable=None) -> torch.Tensor:
     """FIR filter for :func:`upfirdn2d`, float32.
 
@@ -56,7 +56,8 @@ def setup_filter(f, device=torch.device("cpu"), normalize: bool = True, flip_fil
     scales the signal magnitude (gain^(ndim/2) per filter element).
 
     Returns:
-        (taps, taps) or (taps,) float32 tensor on ``device``. ``[1, 3, 3, 1]`` gives the 4x4
+        (taps, taps) or (taps,) float32 tensor on ``device`` (default: the current default
+        device, so modules can be built under ``torch.device("meta")``). ``[1, 3, 3, 1]`` gives the 4x4
         binomial filter, outer([1,3,3,1], [1,3,3,1]) / 64.
     """
     if f is None:
@@ -77,7 +78,7 @@ def setup_filter(f, device=torch.device("cpu"), normalize: bool = True, flip_fil
     if flip_filter:
         f = f.flip(list(range(f.ndim)))
     f = f * (gain ** (f.ndim / 2))
-    return f.to(device=device)
+    return f if device is None else f.to(device=device)
 
 
 def upfirdn2d(x: torch.Tensor, f, up=1, down=1, padding: Padding = 0, flip_filter: bool = False,
