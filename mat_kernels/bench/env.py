@@ -53,6 +53,18 @@ def dram_bandwidth(device_name: str, override_tbps: Optional[float] = None) -> T
     return None, f"{device_name!r} is not in the bandwidth table (pass --dram-bandwidth TB/s)"
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo where there is one, else what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
 def _run(cmd) -> Optional[str]:
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=True)
@@ -104,7 +116,7 @@ def environment(device: torch.device, bandwidth_override_tbps: Optional[float] =
         info["driver_version"] = smi.splitlines()[0].strip() if smi else None
         info["dram_bandwidth_bytes_per_s"], info["dram_bandwidth_source"] = dram_bandwidth(name, bandwidth_override_tbps)
     else:
-        info["device_name"] = platform.processor() or platform.machine() or "cpu"
+        info["device_name"] = cpu_name()
         if bandwidth_override_tbps is not None:
             info["dram_bandwidth_bytes_per_s"], info["dram_bandwidth_source"] = dram_bandwidth("", bandwidth_override_tbps)
         else:

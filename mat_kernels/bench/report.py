@@ -199,7 +199,9 @@ def write_plot(result: dict, path: str) -> Optional[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in result["attention"] if r["status"] == "ok" and r["speedup_vs_reference"] is not None]
+    # The reference is the 1.0 line itself; bars are the other peers.
+    rows = [r for r in result["attention"]
+            if r["status"] == "ok" and r["speedup_vs_reference"] is not None and r["peer"] != "reference"]
     peers = [p for p in _peers_in(result["attention"]) if any(r["peer"] == p for r in rows)]
     if not rows:
         return None
