@@ -83,3 +83,18 @@ def test_markdown_and_plot_from_a_synthetic_result(tmp_path):
     only_ref = report.make_result("gpu-512", env, {}, [], rows[:1], [], 1.0)
     only_ref["attention"][0]["speedup_vs_reference"] = None
     assert report.write_plot(only_ref, str(tmp_path / "q.png")) is None
+
+
+@pytest.mark.gpu
+def test_cli_on_gpu(tmp_path):
+    path = tmp_path / "gpu.json"
+    assert main(["--ops", "--shapes", "16x16", "--batch", "1", "--dtype", "bf16", "--repeats", "2", "--warmup", "1",
+                 "--no-progress", "--json", str(path), "--dram-bandwidth", "1.0"]) == 0
+    result = json.loads(path.read_text())
+    report.validate(result)
+    assert result["suite"] == "gpu-512" and result["environment"]["device_type"] == "cuda"
+    assert result["environment"]["dram_bandwidth_bytes_per_s"] == 1e12
+    ok = [r for r in result["attention"] if r["status"] == "ok"]
+    assert {r["peer"] for r in ok} >= {"reference", "compile", "sdpa", "flex"}
+    assert all(r["peak_mem_bytes"] > 0 and r["bandwidth_fraction"] > 0 and r["within_tolerance"] for r in ok)
+    assert path.with_suffix(".png").exists() and path.with_suffix(".md").exists()

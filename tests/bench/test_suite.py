@@ -39,6 +39,7 @@ def test_sdpa_peer_matches_reference_with_grads(shape):
     _check_against_reference(P.build_sdpa, _case(shape), CPU)
 
 
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 @pytest.mark.parametrize("shape", SMALL, ids=lambda s: s.name)
 def test_flex_peer_matches_reference_forward(shape):
     # head_dim 12 is padded to 16. FlexAttention has no backward on CPU; the GPU test covers it.
