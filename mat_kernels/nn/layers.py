@@ -79,18 +79,20 @@ def apply_bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int =
 
     The fused Triton kernel is used for CUDA tensors when ``backend`` is "auto", "triton" or
     "cuda" (there is no separate CUDA bias_act; "cuda" models still use the Triton one) and
-    the kernel accepts ``x``; CPU tensors and ``backend="reference"`` use the reference. A
-    forced "triton" on a CUDA tensor raises when the kernel cannot run, like the other ops.
+    ``can_use_bias_act_triton(x, b=b, act=act)`` accepts the arguments (activation
+    linear/relu/lrelu, b of x's dtype); CPU tensors (the interpreter is not used here) and
+    ``backend="reference"`` use the reference. A forced "triton" on a CUDA tensor raises when
+    the kernel cannot run, like the other ops.
     """
     if backend not in backends.NAMES:
         raise ValueError(f"backend must be one of {backends.NAMES}, got {backend!r}")
     if backend != "reference" and x.is_cuda:
         impl = _triton_bias_act()
-        if impl is not None and impl[1](x):
+        if impl is not None and impl[1](x, b=b, act=act):
             return impl[0](x, b, dim, act, alpha, gain, clamp)
         if backend == "triton":
             why = "mat_kernels.triton.bias_act is unavailable" if impl is None else \
-                "can_use_bias_act_triton(x) is False"
+                f"can_use_bias_act_triton rejects act={act!r}, b dtype/device {None if b is None else (b.dtype, b.device)}"
             raise RuntimeError(f"backend='triton' cannot run bias_act for {x.dtype} {tuple(x.shape)}: {why}")
     return bias_act(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
 
