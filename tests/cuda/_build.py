@@ -19,3 +19,13 @@ def require_tool(name: str) -> str:
             pytest.fail(f"{name} is not on PATH; CI must provide it")
         pytest.skip(f"{name} is not on PATH")
     return path
+
+
+def schemas_from_ops_cpp():
+    """The schema strings of csrc/ops.cpp's m.def(...) calls (adjacent C++ literals joined)."""
+    import re
+    text = (CSRC / "ops.cpp").read_text()
+    schemas = []
+    for call in re.findall(r"m\.def\((.*?)\);", text, flags=re.S):
+        schemas.append("".join(re.findall(r'"((?:[^"\\]|\\.)*)"', call)))
+    return schemas
