@@ -160,7 +160,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     environment = env.environment(device, args.dram_bandwidth)
     notes = []
     if not gpu:
-        notes.append("CPU-only run: reduced reference suite. The fused Triton and CUDA kernels need a CUDA GPU "
+        what = "reduced reference suite" if run_ops and suite == "reduced" else "CPU timings"
+        notes.append(f"CPU-only run ({what}). The fused Triton and CUDA kernels need a CUDA GPU "
                      "(their rows give the reason they did not run); these are CPU timings, not GPU results.")
     if environment["dram_bandwidth_bytes_per_s"] is None:
         notes.append(f"No DRAM bandwidth known: {environment['dram_bandwidth_source']}.")
@@ -191,6 +192,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                                               max(1, repeats // 4) if gpu else 1, paths=model_paths,
                                               dtype=dt, skip=model_skip,
                                               on_row_done=lambda r: progress.step(f"{r['what']} {r['path']}"))
+    except KeyboardInterrupt:
+        # A long GPU run stopped by hand still writes what it measured, marked as partial.
+        notes.append("Interrupted by the user: the results are partial.")
     finally:
         progress.close()
     result = report.make_result("gpu-" + str(op_res) if gpu else "cpu-reduced" if suite == "reduced" else
