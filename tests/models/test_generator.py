@@ -168,3 +168,18 @@ def test_generator_512_forward():
         torch.manual_seed(0)
         none = G(image, mask, z, None, noise_mode="none")
     assert none.shape == out.shape and torch.isfinite(none).all()
+
+
+@pytest.mark.parametrize("res", [256, 512])
+def test_shape_flow_on_meta_tensors(res):
+    """The whole forward of both networks at both released sizes, shapes only (meta tensors, no
+    arithmetic), including a conditional discriminator; the 512 values run in the extended test."""
+    with torch.device("meta"):
+        G = Generator(512, 0, 512, res, 3)
+        D = Discriminator(c_dim=5, img_resolution=res, img_channels=3)
+        image, mask, z = torch.zeros(2, 3, res, res), torch.zeros(2, 1, res, res), torch.zeros(2, 512)
+        out, out_stg1 = G(image, mask, z, None, noise_mode="const", return_stg1=True)
+        logit, logit_stg1 = D(out, mask, out_stg1, torch.zeros(2, 5))
+    assert out.shape == out_stg1.shape == (2, 3, res, res)
+    assert logit.shape == logit_stg1.shape == (2, 1)
+    assert [n for n, _ in D.named_children()][0] == "mapping"
