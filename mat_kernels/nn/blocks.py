@@ -6,7 +6,7 @@ Tokens are (B, H*W, C) in row-major pixel order; feature maps are NCHW. Masks ar
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Sequence
 
 import torch
 import torch.nn as nn
