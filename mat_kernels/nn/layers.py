@@ -226,6 +226,10 @@ class Conv2dLayerPartial(nn.Module):
                 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         if mask is None:
             return self.conv(x), None
+        if self.conv.up != 1:
+            # The released rule would count at the input size and fail to broadcast; MAT never
+            # passes a mask to an upsampling partial conv.
+            raise ValueError("mask must be None for an upsampling partial conv (up > 1)")
         if mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[0] != x.shape[0] or mask.shape[2:] != x.shape[2:]:
             raise ValueError(f"mask must have shape (B, 1, H, W) = {(x.shape[0], 1, *x.shape[2:])}, "
                              f"got {tuple(mask.shape)}")

@@ -205,6 +205,8 @@ def test_partial_conv_holes_and_no_mask():
     assert m2 is None and torch.equal(y2, layer.conv(x))
     with pytest.raises(ValueError, match="mask"):
         layer(x, torch.ones(1, 1, 4, 4))
+    with pytest.raises(ValueError, match="mask must be None"):
+        Conv2dLayerPartial(2, 3, 3, up=2)(x, torch.ones(1, 1, 8, 8))
 
 
 def test_partial_conv_uses_the_ops_entry_point(monkeypatch):
