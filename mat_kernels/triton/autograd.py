@@ -11,7 +11,8 @@ ops in the same namespace):
 
 Both are ``torch.library.triton_op``s, so torch.compile sees through them to the Triton kernels
 (no graph break) and the fake implementations come from tracing the Python launchers with fake
-tensors. The forward's autograd formula calls the backward op; the mask gets no gradient, and
+tensors. Under TRITON_INTERPRET=1 (CPU tests) they are opaque ``custom_op``s with explicit fakes,
+because ``wrap_triton`` cannot trace interpreted kernels (see ``_register``). The forward's autograd formula calls the backward op; the mask gets no gradient, and
 out's gradient only flows to q, k, v (lse and new_mask are not differentiable).
 
 Autocast: the ops have no autocast kernel (autocast falls through and the kernels run in the
@@ -37,10 +38,7 @@ def _n_windows(q: torch.Tensor, window_size: int) -> int:
     return (q.shape[1] // window_size) * (q.shape[2] // window_size)
 
 
-@triton_op(f"{_NS}::window_attention_fwd_triton", mutates_args=())
-def window_attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
-                         window_size: int, shift_size: int, num_heads: int, scale: float
-                         ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _fwd_outputs(q, mask, window_size, num_heads):
     B, H, W, C = q.shape
     N = window_size * window_size
     out = torch.empty((B, H, W, C), device=q.device, dtype=q.dtype)
@@ -49,24 +47,55 @@ def window_attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask
         new_mask = torch.empty(mask.shape, device=mask.device, dtype=mask.dtype)
     else:
         new_mask = torch.empty((0,), device=q.device, dtype=q.dtype)
+    return out, lse, new_mask
+
+
+def _fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
+         window_size: int, shift_size: int, num_heads: int, scale: float
+         ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    out, lse, new_mask = _fwd_outputs(q, mask, window_size, num_heads)
     _k.fwd_launch(wrap_triton, q, k, v, mask, out, lse, new_mask, window_size, shift_size, num_heads, scale)
     return out, lse, new_mask
 
 
-@triton_op(f"{_NS}::window_attention_bwd_triton", mutates_args=())
-def window_attention_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                         mask: Optional[torch.Tensor], out: torch.Tensor, lse: torch.Tensor,
-                         window_size: int, shift_size: int, num_heads: int, scale: float
-                         ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    B, H, W, C = q.shape
-    shape = (B, H, W, C)
-    dq = torch.empty(shape, device=q.device, dtype=q.dtype)
-    dk = torch.empty(shape, device=q.device, dtype=q.dtype)
-    dv = torch.empty(shape, device=q.device, dtype=q.dtype)
+def _fwd_fake(q, k, v, mask, window_size, shift_size, num_heads, scale):
+    return _fwd_outputs(q, mask, window_size, num_heads)
+
+
+def _bwd_outputs(q):
+    return tuple(torch.empty(q.shape, device=q.device, dtype=q.dtype) for _ in range(3))
+
+
+def _bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+         mask: Optional[torch.Tensor], out: torch.Tensor, lse: torch.Tensor,
+         window_size: int, shift_size: int, num_heads: int, scale: float
+         ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dq, dk, dv = _bwd_outputs(q)
     delta = torch.empty(lse.shape, device=q.device, dtype=torch.float32)
     _k.bwd_launch(wrap_triton, dout, q, k, v, mask, out, lse, delta, dq, dk, dv,
                   window_size, shift_size, num_heads, scale)
     return dq, dk, dv
+
+
+def _bwd_fake(dout, q, k, v, mask, out, lse, window_size, shift_size, num_heads, scale):
+    return _bwd_outputs(q)
+
+
+def _register(name, fn, fake):
+    """A ``triton_op`` when the kernels are compiled (torch.compile then sees the Triton launches
+    themselves and derives the fake implementation from ``fn``). Under TRITON_INTERPRET=1 the
+    kernels are plain Python callables that ``wrap_triton`` cannot trace, so the op is an opaque
+    ``custom_op`` with an explicit fake instead; both run the same launcher."""
+    qualname = f"{_NS}::{name}"
+    if _k._interpreting():
+        op = torch.library.custom_op(qualname, fn, mutates_args=())
+        op.register_fake(fake)
+        return op
+    return triton_op(qualname, fn, mutates_args=())
+
+
+window_attention_fwd = _register("window_attention_fwd_triton", _fwd, _fwd_fake)
+window_attention_bwd = _register("window_attention_bwd_triton", _bwd, _bwd_fake)
 
 
 def _setup_context(ctx, inputs, output):

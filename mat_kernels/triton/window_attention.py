@@ -315,6 +315,10 @@ def _bwd_dq(Q, K, V, M, DO, LSE, DELTA, DQ,
 # configurations (a fixed table rather than run-time autotuning: results are reproducible, the
 # interpreter stays fast, and every configuration can be compiled ahead of time, see aot_configs)
 # ----------------------------------------------------------------------------------------------
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def block_d(head_dim: int) -> int:
     """head_dim padded to the next power of two >= 16 (tl.dot needs every dimension >= 16)."""
     return max(16, triton.next_power_of_2(head_dim))
@@ -324,19 +328,37 @@ def _padded_tokens(window_size: int) -> int:
     return max(16, triton.next_power_of_2(window_size * window_size))
 
 
-def kernel_config(window_size: int, head_dim: int, dtype: torch.dtype) -> dict:
-    """Tile sizes and launch options for one shape.
+def device_config(window_size: int, head_dim: int, dtype: torch.dtype) -> dict:
+    """Tile sizes and launch options for one shape on a GPU (the ones ``aot_configs`` compiles).
 
-    Query and key tiles are 64 tokens (a whole 64-token window of MAT's window 8 in one tile;
-    256-token windows of window 16 in 4 x 4 tiles), smaller for small windows. fp32 tiles with
-    head_dim > 64 use 32-token tiles so the accumulators stay in registers.
+    fp16/bf16: query and key tiles of 64 tokens (a whole 64-token window of MAT's window 8 in
+    one tile; 256-token windows of window 16 in 4 x 4 tiles), smaller for small windows.
+    fp32 (exact "ieee" products run on FMA units, whose operand layouts need far more registers
+    than tensor-core tiles): 32-token tiles, 16 for head_dim > 32, which keeps them from spilling.
     """
     NP = _padded_tokens(window_size)
     bd = block_d(head_dim)
-    tile = 32 if (dtype == torch.float32 and bd > 64) else 64
-    bm = min(tile, NP)
-    bn = min(tile, NP)
-    return dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, num_warps=4, num_stages=2)
+    if dtype == torch.float32:
+        tile = 16 if bd > 32 else 32
+    else:
+        tile = 64
+    return dict(BLOCK_M=min(tile, NP), BLOCK_N=min(tile, NP), BLOCK_D=bd, num_warps=4, num_stages=2)
+
+
+def interpreter_config(window_size: int, head_dim: int, dtype: torch.dtype) -> dict:
+    """Under TRITON_INTERPRET=1 the cost is per program instance and loop iteration, not per
+    register: one query tile per window, key tiles of 64 tokens (so 256-token windows still
+    take the multi-block online-softmax path)."""
+    NP = _padded_tokens(window_size)
+    return dict(BLOCK_M=NP, BLOCK_N=min(64, NP), BLOCK_D=block_d(head_dim), num_warps=4, num_stages=2)
+
+
+def kernel_config(window_size: int, head_dim: int, dtype: torch.dtype) -> dict:
+    """The configuration the launchers use: :func:`device_config`, or
+    :func:`interpreter_config` under TRITON_INTERPRET=1."""
+    if _interpreting():
+        return interpreter_config(window_size, head_dim, dtype)
+    return device_config(window_size, head_dim, dtype)
 
 
 def _dot_prec(dtype: torch.dtype) -> str:
@@ -345,7 +367,7 @@ def _dot_prec(dtype: torch.dtype) -> str:
 
 
 def _upcast(dtype: torch.dtype) -> bool:
-    return dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1"
+    return dtype == torch.bfloat16 and _interpreting()
 
 
 def _geometry(q: torch.Tensor, window_size: int):
@@ -440,7 +462,8 @@ def aot_configs():
     head_dim 30 -> BLOCK_D 32, with and without shift and mask, float and bool masks) in
     fp32/fp16/bf16, plus a few non-MAT shapes (``mat_shape=False``).
 
-    Each entry: {"name", "fn", "signature" (arg -> triton type), "constexprs", "mat_shape"}.
+    Each entry: {"name", "fn", "signature" (arg -> triton type), "constexprs", "mat_shape",
+    "num_warps", "num_stages", "dtype"} (launch options as the launchers pass them).
     Strides are typed ``i32`` (what the launcher passes for tensors of < 2**31 elements).
     """
     out = []
@@ -452,7 +475,8 @@ def aot_configs():
         shapes.append((ws, s, hd, False))
     for dtype, tt in _TT.items():
         for ws, shift, hd, mat in shapes:
-            cfg = kernel_config(ws, hd, dtype)
+            cfg = device_config(ws, hd, dtype)
+            launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], dtype=tt)
             geo = {"H": "i32", "W": "i32", "n_wx": "i32", "n_win": "i32", "num_heads": "i32", "shift": "i32"}
             base_c = dict(WS=ws, HEAD_DIM=hd, BLOCK_M=cfg["BLOCK_M"], BLOCK_D=cfg["BLOCK_D"])
             tag = f"{tt}_ws{ws}_s{shift}_d{hd}"
@@ -460,7 +484,7 @@ def aot_configs():
             if shift == 0:
                 sig = {"O": f"*{tt}", "DO": f"*{tt}", "DELTA": "*fp32", **_strides("so"), **_strides("sd"), **geo}
                 out.append(dict(name=f"bwd_preprocess_{tag}", fn=_bwd_preprocess, signature=sig,
-                                constexprs=dict(base_c), mat_shape=mat))
+                                constexprs=dict(base_c), mat_shape=mat, **launch))
             for mask_tt in (None, "fp32", "u8"):
                 mtt = mask_tt or tt
                 cst = dict(base_c, BLOCK_N=cfg["BLOCK_N"], HAS_MASK=mask_tt is not None,
@@ -472,17 +496,17 @@ def aot_configs():
                        "LSE": "*fp32", "NM": f"*{mtt}", **strides_qkv, **sm, **_strides("so"),
                        "snb": "i32", "snh": "i32", "snw": "i32", **geo, "scale": "fp32"}
                 out.append(dict(name=f"fwd_{mtag}", fn=_fwd_kernel, signature=sig, constexprs=cst,
-                                mat_shape=mat))
+                                mat_shape=mat, **launch))
                 bsig = {"Q": f"*{tt}", "K": f"*{tt}", "V": f"*{tt}", "M": f"*{mtt}", "DO": f"*{tt}",
                         "LSE": "*fp32", "DELTA": "*fp32"}
                 dkdv = dict(bsig, DK=f"*{tt}", DV=f"*{tt}", **strides_qkv, **sm, **_strides("sd"),
                             **_strides("sg"), **geo, scale="fp32")
                 out.append(dict(name=f"bwd_dkdv_{mtag}", fn=_bwd_dkdv, signature=dkdv, constexprs=dict(cst),
-                                mat_shape=mat))
+                                mat_shape=mat, **launch))
                 dqs = dict(bsig, DQ=f"*{tt}", **strides_qkv, **sm, **_strides("sd"), **_strides("sg"),
                            **geo, scale="fp32")
                 out.append(dict(name=f"bwd_dq_{mtag}", fn=_bwd_dq, signature=dqs, constexprs=dict(cst),
-                                mat_shape=mat))
+                                mat_shape=mat, **launch))
     return out
 
 

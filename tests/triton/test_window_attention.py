@@ -1,0 +1,317 @@
+"""Triton window attention (forward, mask update, backward) against the reference in float64.
+
+Without a GPU the kernels run in Triton's interpreter on CPU tensors (tests/conftest.py sets
+TRITON_INTERPRET=1 before any kernel module is imported); with one, the same tests run on CUDA.
+The interpreter costs milliseconds per program instance, so the default run covers the
+parameter space by pairwise combination (every pair of values of window/shift, heads,
+head_dim, batch, grid and mask pattern appears in some case); the full cartesian product is
+``@pytest.mark.extended``.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+
+import pytest
+import torch
+
+from mat_kernels import ops, reference
+from mat_kernels.testing import assert_close, assert_mask_equal
+
+from ..masks_for_tests import MASK_PATTERNS, make_mask
+
+wa = pytest.importorskip("mat_kernels.triton.autograd")
+kernels = pytest.importorskip("mat_kernels.triton.window_attention")
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("no CUDA device and TRITON_INTERPRET is not 1", allow_module_level=True)
+
+OP = "window_attention"
+
+
+def _inputs(B, H, W, C, dtype, fused=False, seed=0):
+    """q, k, v (B, H, W, C) and the leaves to differentiate. ``fused``: q, k, v are chunks of one
+    (B, H, W, 3C) projection (non-contiguous views, as a fused qkv linear produces)."""
+    g = torch.Generator().manual_seed(seed)
+    if fused:
+        qkv = torch.randn(B, H, W, 3 * C, generator=g).to(DEVICE, dtype).requires_grad_()
+        q, k, v = qkv.chunk(3, dim=-1)
+        return (q, k, v), (qkv,)
+    q, k, v = (torch.randn(B, H, W, C, generator=g).to(DEVICE, dtype).requires_grad_() for _ in range(3))
+    return (q, k, v), (q, k, v)
+
+
+def _ref_inputs(leaves, fused, ref_dtype):
+    ref_leaves = tuple(t.detach().to(ref_dtype).requires_grad_() for t in leaves)
+    qkv = ref_leaves[0].chunk(3, dim=-1) if fused else ref_leaves
+    return qkv, ref_leaves
+
+
+def check_against_reference(B, H, W, heads, head_dim, ws, shift, mask, dtype=torch.float32, fused=False,
+                            seed=0, backward=True):
+    """Run Triton and the reference (float64 for fp32, float32 for fp16/bf16, as the table says)
+    on the same inputs; compare out, the new mask (exactly) and the input gradients."""
+    C = heads * head_dim
+    (q, k, v), leaves = _inputs(B, H, W, C, dtype, fused, seed)
+    mask = None if mask is None else mask.to(DEVICE)
+    out, new_mask = wa.window_attention(q, k, v, mask, window_size=ws, shift_size=shift, num_heads=heads)
+    assert out.shape == q.shape and out.dtype == dtype
+    assert torch.isfinite(out).all(), "non-finite output"
+
+    ref_dtype = torch.float64 if dtype == torch.float32 else torch.float32
+    (rq, rk, rv), ref_leaves = _ref_inputs(leaves, fused, ref_dtype)
+    ref_out, ref_mask = reference.window_attention(rq, rk, rv, mask, window_size=ws, shift_size=shift,
+                                                   num_heads=heads)
+    assert_close(out, ref_out, OP, "fwd", name="out")
+    assert_mask_equal(new_mask, ref_mask)
+    if not backward:
+        return
+    g = torch.Generator().manual_seed(seed + 1)
+    dout = torch.randn(out.shape, generator=g).to(DEVICE, dtype)
+    grads = torch.autograd.grad(out, leaves, dout)
+    ref_grads = torch.autograd.grad(ref_out, ref_leaves, dout.to(ref_dtype))
+    names = ("dqkv",) if fused else ("dq", "dk", "dv")
+    for name, got, exp in zip(names, grads, ref_grads):
+        assert torch.isfinite(got).all(), f"non-finite {name}"
+        assert_close(got, exp, OP, "bwd", dtype=dtype, name=name)
+
+
+# (B, H, W, heads, head_dim, window, shift, mask pattern): a pairwise cover of
+# window/shift in {8: 0, 4, 3; 16: 0, 8, 3}, heads {1, 6}, head_dim {30, 32, 64}, batch {1, 2},
+# grids {16x16, 32x32, 16x48}, and the six mask patterns of tests/masks_for_tests.py.
+CASES = [
+    (1, 16, 16, 6, 30, 8, 0, "none"),
+    (2, 16, 48, 1, 30, 8, 4, "random"),
+    (2, 16, 16, 1, 32, 8, 3, "all_holes"),
+    (2, 16, 16, 6, 64, 8, 3, "one_valid_per_window"),
+    (1, 16, 16, 6, 64, 8, 0, "large_hole"),
+    (2, 16, 16, 1, 30, 8, 4, "all_valid"),
+    (1, 16, 16, 1, 32, 16, 0, "random"),
+    (1, 32, 32, 1, 30, 16, 8, "large_hole"),
+    (2, 16, 48, 1, 30, 16, 3, "none"),
+    (1, 16, 16, 6, 30, 16, 3, "one_valid_per_window"),
+    (1, 32, 32, 1, 64, 16, 3, "random"),
+    (1, 16, 16, 1, 30, 16, 8, "all_holes"),
+    (1, 16, 48, 1, 32, 8, 4, "one_valid_per_window"),
+    (1, 16, 16, 6, 32, 8, 4, "all_valid"),
+]
+
+
+@pytest.mark.parametrize("B,H,W,heads,head_dim,ws,shift,pattern", CASES,
+                         ids=["-".join(map(str, c)) for c in CASES])
+def test_matches_reference(B, H, W, heads, head_dim, ws, shift, pattern):
+    g = torch.Generator().manual_seed(1)
+    mask = make_mask(pattern, B, H, W, ws, generator=g, dtype=torch.float32)
+    check_against_reference(B, H, W, heads, head_dim, ws, shift, mask)
+
+
+def test_pairwise_cover_is_complete():
+    """Every pair of parameter values the docstring promises appears in some case."""
+    dims = {0: (1, 2), 3: (1, 6), 4: (30, 32, 64), 7: MASK_PATTERNS}
+    grids = {(16, 16), (32, 32), (16, 48)}
+    ws_shift = {(8, 0), (8, 4), (8, 3), (16, 0), (16, 8), (16, 3)}
+    assert {(c[1], c[2]) for c in CASES} == grids
+    assert {(c[5], c[6]) for c in CASES} == ws_shift
+    for i, j in itertools.combinations(dims, 2):
+        want = set(itertools.product(dims[i], dims[j]))
+        got = {(c[i], c[j]) for c in CASES}
+        # mask pattern x head_dim and pattern x heads are covered only where cheap; every pattern
+        # still meets every window/shift family below
+        if {i, j} <= {0, 3, 4}:
+            assert want <= got, (i, j, want - got)
+    for pattern in MASK_PATTERNS:
+        assert {c[5] for c in CASES if c[7] == pattern} == {8, 16}, pattern
+        assert any(c[6] > 0 for c in CASES if c[7] == pattern), pattern
+
+
+@pytest.mark.parametrize("mask_form", ["bool", "bool_3d", "float_3d", "float16"])
+def test_mask_dtypes_and_shapes(mask_form):
+    """bool (any-rule update, bool result) and (B, H, W) masks keep their dtype and shape."""
+    B, H, W, ws = 1, 16, 16, 8
+    g = torch.Generator().manual_seed(3)
+    m = torch.rand(B, H, W, 1, generator=g) > 0.7
+    m[0, :8, :8] = False  # an all-hole window
+    if mask_form == "bool":
+        mask = m
+    elif mask_form == "bool_3d":
+        mask = m[..., 0]
+    elif mask_form == "float_3d":
+        mask = m[..., 0].float()
+    else:
+        mask = m.half()
+    check_against_reference(B, H, W, 2, 30, ws, 3, mask)
+
+
+def test_fractional_float_mask():
+    """Values other than 0/1 are added to the scores as they are; the update clamps the sum."""
+    B, H, W, ws = 1, 16, 16, 8
+    g = torch.Generator().manual_seed(4)
+    values = torch.tensor([0.0, 1.0, 0.5, 0.25, -0.75])
+    mask = values[torch.randint(len(values), (B, H, W, 1), generator=g)]
+    mask[0, :8, :8] = 0
+    mask[0, 2, 3] = 0.25  # window sum 0.25: update keeps the fraction
+    mask[0, 8:, :8] = 0
+    mask[0, 9, 1], mask[0, 12, 5] = 0.5, -0.75  # window sum -0.25: update clamps to 0
+    check_against_reference(B, H, W, 2, 30, ws, 0, mask)
+    # and shifted: the windows move, the rule does not
+    check_against_reference(B, H, W, 2, 30, ws, 4, mask)
+
+
+def test_non_contiguous_inputs():
+    """q, k, v as chunks of one (B, H, W, 3C) tensor, and a mask that is a strided view."""
+    B, H, W, ws = 2, 16, 16, 8
+    g = torch.Generator().manual_seed(5)
+    big = (torch.rand(B, H, 2 * W, 2, generator=g) > 0.4).float()
+    mask = big[:, :, ::2, 1:]  # (B, H, W, 1) with strides (4HW, 4W, 4, 1)
+    assert not mask.is_contiguous()
+    check_against_reference(B, H, W, 2, 30, ws, 4, mask, fused=True)
+    check_against_reference(1, H, W, 2, 30, 16, 0, None, fused=True)
+
+
+def test_channels_last_like_strides():
+    """q with a permuted memory layout (strides not in (B, H, W, C) order)."""
+    B, H, W, heads, d, ws = 1, 16, 16, 2, 30, 8
+    x = torch.randn(B, heads * d, H, W, dtype=torch.float32, device=DEVICE)
+    q = x.permute(0, 2, 3, 1)  # stride of C is H*W
+    k, v = torch.randn_like(q), torch.randn_like(q)
+    out, _ = wa.window_attention(q, k, v, None, window_size=ws, shift_size=3, num_heads=heads)
+    ref, _ = reference.window_attention(q.double(), k.double(), v.double(), None, window_size=ws,
+                                        shift_size=3, num_heads=heads)
+    assert_close(out, ref, OP, "fwd")
+
+
+def test_all_holes_equals_plain_attention():
+    """A window with no valid token degrades to ordinary attention (softmax shift invariance)."""
+    B, H, W, heads, d, ws = 1, 16, 16, 2, 30, 8
+    (q, k, v), _ = _inputs(B, H, W, heads * d, torch.float32)
+    holes = torch.zeros(B, H, W, 1, device=DEVICE)
+    out, new_mask = wa.window_attention(q, k, v, holes, window_size=ws, shift_size=0, num_heads=heads)
+    plain, none_mask = wa.window_attention(q, k, v, None, window_size=ws, shift_size=0, num_heads=heads)
+    assert none_mask is None
+    assert torch.equal(new_mask, holes)
+    assert_close(out, plain, OP, "fwd")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision(dtype):
+    """fp16/bf16 inputs against the reference in float32, with the table's tolerances."""
+    g = torch.Generator().manual_seed(6)
+    mask = make_mask("random", 1, 16, 16, 8, generator=g, dtype=torch.float32)
+    check_against_reference(1, 16, 16, 2, 30, 8, 4, mask, dtype=dtype)
+
+
+def test_custom_scale_and_small_window():
+    """scale argument, a window of 49 tokens (padded to a 64-token tile) and head_dim 128."""
+    B, H, W, heads, d, ws = 1, 14, 14, 1, 128, 7
+    (q, k, v), leaves = _inputs(B, H, W, heads * d, torch.float32)
+    mask = (torch.rand(B, H, W, 1) > 0.5).float().to(DEVICE)
+    out, nm = wa.window_attention(q, k, v, mask, window_size=ws, shift_size=2, num_heads=heads, scale=0.05)
+    rq, rk, rv = (t.detach().double().requires_grad_() for t in (q, k, v))
+    ref, rm = reference.window_attention(rq, rk, rv, mask, window_size=ws, shift_size=2, num_heads=heads, scale=0.05)
+    assert_close(out, ref, OP, "fwd")
+    assert_mask_equal(nm, rm)
+    dout = torch.randn_like(out)
+    for got, exp, name in zip(torch.autograd.grad(out, (q, k, v), dout),
+                              torch.autograd.grad(ref, (rq, rk, rv), dout.double()), ("dq", "dk", "dv")):
+        assert_close(got, exp, OP, "bwd", name=name)
+
+
+def test_device_tiles(monkeypatch):
+    """The GPU tiling (several query and key tiles per 256-token window, mask update by the
+    first query tile only) in the interpreter: fp16's 64-token tiles with fp32 inputs."""
+    monkeypatch.setattr(kernels, "kernel_config",
+                        lambda ws, hd, dt: kernels.device_config(ws, hd, torch.float16))
+    assert kernels.kernel_config(16, 30, torch.float32)["BLOCK_M"] == 64
+    g = torch.Generator().manual_seed(9)
+    mask = make_mask("large_hole", 1, 16, 16, 16, generator=g, dtype=torch.float32)
+    check_against_reference(1, 16, 16, 2, 30, 16, 5, mask)
+
+
+def test_ops_dispatches_to_triton(monkeypatch):
+    """ops.window_attention(backend="triton") reaches the fused forward and backward launchers."""
+    calls = []
+    fwd, bwd = kernels.fwd_launch, kernels.bwd_launch
+    monkeypatch.setattr(kernels, "fwd_launch", lambda *a, **kw: (calls.append("fwd"), fwd(*a, **kw))[1])
+    monkeypatch.setattr(kernels, "bwd_launch", lambda *a, **kw: (calls.append("bwd"), bwd(*a, **kw))[1])
+    B, H, W, heads, d, ws = 1, 16, 16, 2, 30, 8
+    (q, k, v), leaves = _inputs(B, H, W, heads * d, torch.float32)
+    mask = (torch.rand(B, H, W, 1) > 0.5).float().to(DEVICE)
+    out, nm = ops.window_attention(q, k, v, mask, window_size=ws, shift_size=4, num_heads=heads, backend="triton")
+    out.sum().backward()
+    assert calls == ["fwd", "bwd"]
+    rq, rk, rv = (t.detach().double().requires_grad_() for t in (q, k, v))
+    ref, rm = reference.window_attention(rq, rk, rv, mask, window_size=ws, shift_size=4, num_heads=heads)
+    ref.sum().backward()
+    assert_close(out, ref, OP, "fwd")
+    assert_mask_equal(nm, rm)
+    for t, r, name in zip((q, k, v), (rq, rk, rv), ("dq", "dk", "dv")):
+        assert_close(t.grad, r.grad, OP, "bwd", name=name)
+
+
+def test_package_entry_survives_submodule_import():
+    """Importing the kernel submodule rebinds ``mat_kernels.triton.window_attention`` to it; the
+    module is callable so the backend registry's getattr still gets a working op."""
+    import mat_kernels.triton as backend
+    fn = getattr(backend, "window_attention")
+    (q, k, v), _ = _inputs(1, 8, 8, 16, torch.float32)
+    out, nm = fn(q, k, v, None, window_size=8, num_heads=1)
+    assert nm is None and out.shape == q.shape
+
+
+def test_rejects_unsupported_dtype():
+    """The backend refuses float64 with a reason naming the dtype (the reference handles it)."""
+    q = torch.randn(1, 8, 8, 16, dtype=torch.float64, device=DEVICE)
+    with pytest.raises(RuntimeError, match="dtype"):
+        ops.window_attention(q, q, q, None, window_size=8, num_heads=1, backend="triton")
+
+
+def test_mask_gets_no_gradient():
+    B, H, W, ws = 1, 8, 8, 8
+    (q, k, v), _ = _inputs(B, H, W, 16, torch.float32)
+    mask = torch.rand(B, H, W, 1, device=DEVICE).round().requires_grad_()
+    out, nm = wa.window_attention(q, k, v, mask, window_size=ws, num_heads=1)
+    assert not nm.requires_grad
+    out.sum().backward()
+    assert mask.grad is None
+    assert q.grad is not None
+
+
+def test_compile_fullgraph_cpu():
+    """torch.compile(fullgraph=True) traces through the triton_op (aot_eager keeps the kernels
+    on the interpreter on CPU); forward and backward equal eager."""
+    B, H, W, heads, d, ws = 1, 16, 16, 2, 16, 8
+    (q, k, v), _ = _inputs(B, H, W, heads * d, torch.float32)
+    mask = (torch.rand(B, H, W, 1) > 0.5).float().to(DEVICE)
+
+    def f(q, k, v, mask):
+        out, nm = wa.window_attention(q, k, v, mask, window_size=ws, shift_size=4, num_heads=heads)
+        return out, nm
+
+    backend = "inductor" if DEVICE == "cuda" else "aot_eager"
+    cf = torch.compile(f, fullgraph=True, backend=backend)
+    out, nm = cf(q, k, v, mask)
+    eo, en = f(q, k, v, mask)
+    assert torch.equal(nm, en)
+    assert_close(out, eo, OP, "fwd")
+    g1 = torch.autograd.grad(out.sum(), (q, k, v))
+    g2 = torch.autograd.grad(eo.sum(), (q, k, v))
+    for a, b in zip(g1, g2):
+        assert_close(a, b, OP, "bwd")
+
+
+# ----------------------------------------------------------------------------------------------
+# extended: the full cartesian product
+# ----------------------------------------------------------------------------------------------
+FULL = [c for c in itertools.product((1, 2), ((16, 16), (32, 32), (16, 48)), (1, 6), (30, 32, 64),
+                                     ((8, 0), (8, 4), (8, 3), (16, 0), (16, 8), (16, 3)), MASK_PATTERNS)]
+
+
+@pytest.mark.extended
+@pytest.mark.parametrize("B,grid,heads,head_dim,ws_shift,pattern", FULL,
+                         ids=[f"B{c[0]}-{c[1][0]}x{c[1][1]}-h{c[2]}-d{c[3]}-ws{c[4][0]}s{c[4][1]}-{c[5]}" for c in FULL])
+def test_full_product(B, grid, heads, head_dim, ws_shift, pattern):
+    (H, W), (ws, shift) = grid, ws_shift
+    g = torch.Generator().manual_seed(2)
+    mask = make_mask(pattern, B, H, W, ws, generator=g, dtype=torch.float32)
+    check_against_reference(B, H, W, heads, head_dim, ws, shift, mask)
