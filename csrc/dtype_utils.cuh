@@ -64,9 +64,19 @@ __device__ __forceinline__ double round_to(DType dt, double x) {
 }
 
 // Host side: the launch status every launcher returns (nullptr when the launch succeeded).
+#if defined(MK_HOST_EMULATION)
+inline const char* last_launch_error() { return nullptr; }
+#else
 inline const char* last_launch_error() {
     const cudaError_t err = cudaGetLastError();
     return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
 }
+#endif
+
+// kernel<<<grid, block, 0, stream>>>(args...); csrc/tests/host_cuda_shim.h redefines it so the
+// kernels can also run on the CPU in tests.
+#if !defined(MK_LAUNCH)
+#define MK_LAUNCH(kernel, grid, block, stream, ...) kernel<<<grid, block, 0, stream>>>(__VA_ARGS__)
+#endif
 
 }  // namespace mat_kernels

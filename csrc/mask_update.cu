@@ -82,7 +82,7 @@ const char* launch_window_mask_update(const void* mask, DType dtype, const int64
     const long long windows = static_cast<long long>(B) * (H / window_size) * (W / window_size);
     if (windows < 1) return nullptr;
     if (windows > 0x7fffffffLL) return "too many windows for one launch";
-    window_mask_update_kernel<<<static_cast<unsigned>(windows), kMaskThreads, 0, stream>>>(
+    MK_LAUNCH(window_mask_update_kernel, static_cast<unsigned>(windows), kMaskThreads, stream,
         mask, dtype, mask_stride[0], mask_stride[1], mask_stride[2], new_mask, H, W, window_size, shift_size);
     return last_launch_error();
 }
@@ -94,7 +94,7 @@ const char* launch_partial_conv_mask_update(const void* mask, DType in_dtype, co
     if (total < 1) return nullptr;
     const long long blocks = (total + kMaskThreads - 1) / kMaskThreads;
     if (blocks > 0x7fffffffLL) return "mask too large for one launch";
-    partial_conv_mask_update_kernel<<<static_cast<unsigned>(blocks), kMaskThreads, 0, stream>>>(
+    MK_LAUNCH(partial_conv_mask_update_kernel, static_cast<unsigned>(blocks), kMaskThreads, stream,
         mask, in_dtype, mask_stride[0], mask_stride[2], mask_stride[3], new_mask, ratio, out_dtype, B, H, W, H_out,
         W_out, kernel_size, stride);
     return last_launch_error();

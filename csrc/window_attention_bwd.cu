@@ -184,10 +184,10 @@ const char* launch_bwd(const WindowAttentionParams& p, cudaStream_t stream) {
     const int N = p.window_size * p.window_size;
     const long long windows = static_cast<long long>(p.B) * (p.H / p.window_size) * (p.W / p.window_size);
     const dim3 grid(static_cast<unsigned>(windows), p.num_heads, (N + Tiling<D>::kRows - 1) / Tiling<D>::kRows);
-    window_attention_bwd_dq_kernel<D><<<grid, kThreads, 0, stream>>>(p);
+    MK_LAUNCH(window_attention_bwd_dq_kernel<D>, grid, kThreads, stream, p);
     if (const char* err = last_launch_error()) return err;
     // Same stream: the dk/dv kernel starts after every delta has been written.
-    window_attention_bwd_dkdv_kernel<D><<<grid, kThreads, 0, stream>>>(p);
+    MK_LAUNCH(window_attention_bwd_dkdv_kernel<D>, grid, kThreads, stream, p);
     return last_launch_error();
 }
 

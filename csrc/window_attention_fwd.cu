@@ -113,7 +113,7 @@ const char* launch_fwd(const WindowAttentionParams& p, cudaStream_t stream) {
     const int N = p.window_size * p.window_size;
     const long long windows = static_cast<long long>(p.B) * (p.H / p.window_size) * (p.W / p.window_size);
     const dim3 grid(static_cast<unsigned>(windows), p.num_heads, (N + Tiling<D>::kRows - 1) / Tiling<D>::kRows);
-    window_attention_fwd_kernel<D><<<grid, kThreads, 0, stream>>>(p);
+    MK_LAUNCH(window_attention_fwd_kernel<D>, grid, kThreads, stream, p);
     return last_launch_error();
 }
 

@@ -29,3 +29,14 @@ def schemas_from_ops_cpp():
     for call in re.findall(r"m\.def\((.*?)\);", text, flags=re.S):
         schemas.append("".join(re.findall(r'"((?:[^"\\]|\\.)*)"', call)))
     return schemas
+
+
+def cuda_include_dir() -> Path:
+    """The CUDA toolkit's include directory (for cuda_fp16.h etc. in host builds)."""
+    nvcc = Path(require_tool("nvcc"))
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), nvcc.resolve().parents[1],
+                  nvcc.parents[1] / "cuda", "/usr/local/cuda"]
+    for c in candidates:
+        if c and (Path(c) / "include" / "cuda_fp16.h").exists():
+            return Path(c) / "include"
+    pytest.fail(f"nvcc found at {nvcc} but no CUDA include directory with cuda_fp16.h (set CUDA_HOME)")

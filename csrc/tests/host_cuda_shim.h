@@ -1,0 +1,81 @@
+// Runs the kernels of csrc/*.cu on the CPU, for tests without a GPU (tests/cuda/test_emulated.py).
+//
+// Force-included (g++ -include) before a .cu file compiled as C++ with -DMK_HOST_EMULATION.
+// A launch runs the grid's blocks one after another on blockDim.x OS threads,
+// so __syncthreads is a real barrier, __shared__ variables are function statics (one block at a
+// time uses them), and a warp shuffle exchanges values through a per-warp buffer between two
+// warp barriers. This checks the kernels' indexing, tiling, online softmax, reductions and
+// barriers; it cannot check GPU-only behaviour (memory model, compiler code generation, speed).
+#pragma once
+
+#include <cuda_runtime.h>  // dim3, cudaStream_t (types only; no runtime call is made)
+
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(n)
+#define __shared__ static
+
+namespace mk_emu {
+
+inline thread_local dim3 thread_idx;
+inline thread_local dim3 block_idx;
+inline dim3 block_dim;
+inline dim3 grid_dim;
+inline std::unique_ptr<std::barrier<>> block_barrier;
+inline std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;
+inline double warp_buffer[32][32];  // [warp][lane]; doubles hold float and double exactly
+
+template <typename Body> void launch(dim3 grid, dim3 block, Body body) {
+    const unsigned threads = block.x * block.y * block.z;
+    grid_dim = grid;
+    block_dim = block;
+    block_barrier = std::make_unique<std::barrier<>>(threads);
+    warp_barriers.clear();
+    for (unsigned w = 0; w < (threads + 31) / 32; ++w) warp_barriers.push_back(std::make_unique<std::barrier<>>(32));
+    // One OS thread per CUDA thread, reused for every block; the barrier after each block keeps
+    // a block's __shared__ statics from being overwritten while other threads still read them.
+    std::vector<std::thread> pool;
+    for (unsigned t = 0; t < threads; ++t)
+        pool.emplace_back([=] {
+            thread_idx = dim3(t, 0, 0);
+            for (unsigned z = 0; z < grid.z; ++z)
+                for (unsigned y = 0; y < grid.y; ++y)
+                    for (unsigned x = 0; x < grid.x; ++x) {
+                        block_idx = dim3(x, y, z);
+                        body();
+                        block_barrier->arrive_and_wait();
+                    }
+        });
+    for (auto& th : pool) th.join();
+}
+
+}  // namespace mk_emu
+
+#define threadIdx (::mk_emu::thread_idx)
+#define blockIdx (::mk_emu::block_idx)
+#define blockDim (::mk_emu::block_dim)
+#define gridDim (::mk_emu::grid_dim)
+
+inline void __syncthreads() { ::mk_emu::block_barrier->arrive_and_wait(); }
+
+template <typename T> T __shfl_xor_sync(unsigned, T value, int lane_mask) {
+    const unsigned warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    ::mk_emu::warp_buffer[warp][lane] = static_cast<double>(value);
+    ::mk_emu::warp_barriers[warp]->arrive_and_wait();
+    const T other = static_cast<T>(::mk_emu::warp_buffer[warp][lane ^ lane_mask]);
+    ::mk_emu::warp_barriers[warp]->arrive_and_wait();
+    return other;
+}
+
+// kernel<<<grid, block, 0, stream>>>(args...) for the emulator.
+#define MK_LAUNCH(kernel, grid, block, stream, ...) \
+    ::mk_emu::launch(dim3(grid), dim3(block), [&] { kernel(__VA_ARGS__); })

@@ -1,0 +1,190 @@
+"""The kernels of csrc/*.cu, unchanged, run on the CPU and compared with the reference.
+
+The kernel files are compiled as host C++ with csrc/tests/host_cuda_shim.h force-included: a
+launch runs each block as real threads with real barriers and warp-shuffle exchanges (see the
+shim). That executes the kernels' index arithmetic, tiling, padding of head_dim, online softmax,
+bias application, the mask update in the forward launch, the recomputing backward and the mask
+kernels, on small problems. It does not replace the GPU run (test_gpu.py): device code
+generation, the memory model and performance are not exercised.
+"""
+from __future__ import annotations
+
+import ctypes
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+from mat_kernels import reference
+from mat_kernels.testing import assert_close, assert_mask_equal
+
+from ._attention_math import reference_lse
+from ._build import CSRC, cuda_include_dir, require_tool
+
+OP = "window_attention"
+DT = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3, torch.bool: 4}
+KERNEL_FILES = sorted(CSRC.glob("*.cu"))
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory):
+    gxx = require_tool("g++")
+    cuda_include = cuda_include_dir()
+    out = tmp_path_factory.mktemp("emu")
+    flags = ["-std=c++20", "-O2", "-fPIC", f"-I{CSRC}", f"-I{cuda_include}"]
+
+    def build(src):
+        obj = out / f"{src.stem}.o"
+        extra = ["-DMK_HOST_EMULATION", "-include", str(CSRC / "tests" / "host_cuda_shim.h"), "-x", "c++"] \
+            if src.suffix == ".cu" else []
+        subprocess.run([gxx, *flags, *extra, "-c", str(src), "-o", str(obj)], check=True)
+        return str(obj)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        objs = list(pool.map(build, KERNEL_FILES + [CSRC / "tests" / "emulate_api.cpp"]))
+    lib_path = out / "libmk_emu.so"
+    subprocess.run([gxx, "-shared", "-o", str(lib_path), *objs, "-lpthread"], check=True)
+    lib = ctypes.CDLL(str(lib_path))
+    for name in ("emu_window_attention_fwd", "emu_window_attention_bwd", "emu_window_mask_update",
+                 "emu_partial_conv_mask_update"):
+        getattr(lib, name).restype = ctypes.c_char_p
+    return lib
+
+
+def _ptr(t):
+    return ctypes.c_void_p(t.data_ptr()) if t is not None else ctypes.c_void_p(0)
+
+
+def _strides(t, n):
+    return (ctypes.c_int64 * n)(*(t.stride()[:n] if t is not None else (0,) * n))
+
+
+def _check(err):
+    assert err is None, err.decode()
+
+
+def emu_fwd(lib, q, k, v, mask, ws, s, heads, scale):
+    B, H, W, C = q.shape
+    out = torch.empty(B, H, W, C, dtype=q.dtype)
+    lse = torch.empty(B, heads, H, W, dtype=torch.float32)
+    new_mask = torch.empty(mask.shape, dtype=mask.dtype) if mask is not None else None
+    _check(lib.emu_window_attention_fwd(
+        _ptr(q), _ptr(k), _ptr(v), _strides(q, 4), _strides(k, 4), _strides(v, 4), DT[q.dtype], _ptr(mask),
+        DT[mask.dtype] if mask is not None else 0, _strides(mask, 3), _ptr(new_mask), _ptr(out), _ptr(lse),
+        B, H, W, C, heads, ws, s, ctypes.c_float(scale)))
+    return out, lse, new_mask
+
+
+def emu_bwd(lib, dout, q, k, v, mask, out, lse, ws, s, heads, scale):
+    B, H, W, C = q.shape
+    dq, dk, dv = (torch.empty(B, H, W, C, dtype=q.dtype) for _ in range(3))
+    delta = torch.empty_like(lse)
+    _check(lib.emu_window_attention_bwd(
+        _ptr(dout), _strides(dout, 4), _ptr(q), _ptr(k), _ptr(v), _strides(q, 4), _strides(k, 4), _strides(v, 4),
+        DT[q.dtype], _ptr(mask), DT[mask.dtype] if mask is not None else 0, _strides(mask, 3), _ptr(out), _ptr(lse),
+        _ptr(delta), _ptr(dq), _ptr(dk), _ptr(dv), B, H, W, C, heads, ws, s, ctypes.c_float(scale)))
+    return dq, dk, dv
+
+
+def _mask(kind, B, H, W, ws, g):
+    if kind is None:
+        return None
+    m = (torch.rand(B, H, W, 1, generator=g) > 0.5).float()
+    m[0, :ws, :ws] = 0  # a window with no valid token before the shift
+    if kind == "bool3d":
+        return m[..., 0].bool()
+    if kind == "fractional":
+        vals = torch.tensor([0.0, 1.0, 0.5, -0.75])
+        return vals[torch.randint(4, (B, H, W, 1), generator=g)]
+    if kind == "strided":
+        return torch.cat([m, 1 - m], dim=-1)[..., :1]  # (B, H, W, 1) view with last-dim stride 2
+    return m
+
+
+# (B, H, W, heads, head_dim, ws, shift, mask kind, dtype, qkv layout):
+# head_dim 30 / 64 / 100 pad to 32 / 64 / 128 (1, 2, 4 lanes per row); N = 16, 36 (a partial key
+# tile), 64 (two tiles) and 144 (query rows over three blocks of 64 rows for head_dim 40).
+CASES = [
+    (2, 8, 8, 2, 30, 4, 2, "float", torch.float32, "contiguous"),
+    (1, 8, 12, 1, 64, 4, 1, "bool3d", torch.float32, "fused"),
+    (1, 8, 8, 2, 16, 8, 3, None, torch.float16, "contiguous"),
+    (1, 12, 12, 1, 100, 6, 3, "fractional", torch.bfloat16, "permuted"),
+    (1, 12, 12, 1, 40, 12, 5, "strided", torch.float32, "contiguous"),
+]
+
+
+def _make_qkv(B, H, W, C, dtype, layout, g):
+    if layout == "fused":
+        return torch.randn(B, H, W, 3 * C, generator=g).to(dtype).chunk(3, dim=-1)
+    if layout == "permuted":
+        return tuple(torch.randn(B, C, H, W, generator=g).to(dtype).permute(0, 2, 3, 1) for _ in range(3))
+    return tuple(torch.randn(B, H, W, C, generator=g).to(dtype) for _ in range(3))
+
+
+@pytest.mark.parametrize("B,H,W,heads,hd,ws,s,mask_kind,dtype,layout", CASES,
+                         ids=[f"{c[1]}x{c[2]}-h{c[3]}-d{c[4]}-ws{c[5]}s{c[6]}-{c[7]}-{str(c[8])[6:]}-{c[9]}"
+                              for c in CASES])
+def test_attention_forward_and_backward(emu, B, H, W, heads, hd, ws, s, mask_kind, dtype, layout):
+    g = torch.Generator().manual_seed(0)
+    q, k, v = _make_qkv(B, H, W, heads * hd, dtype, layout, g)
+    mask = _mask(mask_kind, B, H, W, ws, g)
+    scale = hd ** -0.5
+    out, lse, new_mask = emu_fwd(emu, q, k, v, mask, ws, s, heads, scale)
+
+    ref_dtype = torch.float64 if dtype == torch.float32 else torch.float32
+    rq, rk, rv = (t.to(ref_dtype).requires_grad_() for t in (q, k, v))
+    ref, ref_mask = reference.window_attention(rq, rk, rv, mask, window_size=ws, shift_size=s, num_heads=heads)
+    assert_close(out, ref, OP, "fwd", name="out")
+    assert_mask_equal(new_mask, ref_mask)
+    exp_lse = reference_lse(q.double(), k.double(), mask, ws, s, heads, scale)
+    assert_close(lse, exp_lse, OP, "fwd", dtype=torch.float32, name="lse")
+
+    dout = torch.randn(out.shape, generator=g).to(dtype)
+    dq, dk, dv = emu_bwd(emu, dout, q, k, v, mask, out, lse, ws, s, heads, scale)
+    for name, got, exp in zip(("dq", "dk", "dv"), (dq, dk, dv),
+                              torch.autograd.grad(ref, (rq, rk, rv), dout.to(ref_dtype))):
+        assert_close(got, exp, OP, "bwd", dtype=dtype, name=name)
+
+
+def test_all_holes_window_is_plain_attention(emu):
+    g = torch.Generator().manual_seed(1)
+    q, k, v = _make_qkv(1, 8, 8, 16, torch.float32, "contiguous", g)
+    holes = torch.zeros(1, 8, 8, 1)
+    out, _, new_mask = emu_fwd(emu, q, k, v, holes, 8, 0, 1, 0.25)
+    plain, _, _ = emu_fwd(emu, q, k, v, None, 8, 0, 1, 0.25)
+    assert torch.isfinite(out).all() and torch.equal(new_mask, holes)
+    assert_close(out, plain, OP, "fwd")
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.float16, torch.bfloat16, torch.float32, torch.float64], ids=str)
+def test_window_mask_update(emu, dtype):
+    g = torch.Generator().manual_seed(2)
+    B, H, W = 3, 8, 16
+    m = (torch.rand(B, H, W, generator=g) > 0.9).float()
+    m[1] = 0
+    m[2, :, :] = torch.tensor([0.0, 0.25, 0.5])[torch.randint(3, (H, W), generator=g)] * (torch.rand(H, W, generator=g) < 0.1)
+    mask = m > 0 if dtype == torch.bool else m.to(dtype)
+    for ws, s in ((4, 0), (4, 3), (8, 4)):
+        new = torch.empty_like(mask)
+        _check(emu.emu_window_mask_update(_ptr(mask), DT[dtype], _strides(mask, 3), _ptr(new), B, H, W, ws, s))
+        assert_mask_equal(new, reference.window_mask_update(mask, window_size=ws, shift_size=s))
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.float16, torch.bfloat16, torch.float32, torch.float64], ids=str)
+def test_partial_conv_mask_update(emu, dtype):
+    g = torch.Generator().manual_seed(3)
+    m = (torch.rand(2, 1, 9, 11, generator=g) > 0.6).float()
+    m[1] = 0
+    mask = m > 0 if dtype == torch.bool else m.to(dtype)
+    out_dtype = torch.float32 if dtype == torch.bool else dtype
+    for ksize, stride in ((3, 1), (3, 2), (5, 2), (7, 1)):
+        exp_mask, exp_ratio = reference.partial_conv_mask_update(mask, kernel_size=ksize, stride=stride)
+        new, ratio = torch.empty_like(exp_mask), torch.empty_like(exp_ratio)
+        _check(emu.emu_partial_conv_mask_update(_ptr(mask), DT[dtype], _strides(mask, 4), _ptr(new), _ptr(ratio),
+                                                DT[out_dtype], 2, 9, 11, exp_mask.shape[2], exp_mask.shape[3], ksize,
+                                                stride))
+        for name, got, exp in (("new_mask", new, exp_mask), ("ratio", ratio, exp_ratio)):
+            # exact; NaN only where the reference has NaN (fp16: S + 1e-8 rounds to 0 at S = 0)
+            torch.testing.assert_close(got, exp, rtol=0, atol=0, equal_nan=True, msg=lambda s: f"{name} k={ksize}: {s}")
