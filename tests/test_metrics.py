@@ -126,6 +126,7 @@ class _FakeInception(nn.Module):
         return torch.cat([f, f.square()], 1) if return_features else f
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # NVIDIA's file is TorchScript
 def test_inception_loading_and_missing_file(tmp_path, monkeypatch):
     monkeypatch.delenv("MAT_KERNELS_INCEPTION", raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))

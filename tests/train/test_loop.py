@@ -97,6 +97,28 @@ def test_grad_checkpointing_gives_identical_gradients():
         enable_grad_checkpointing(G, ("NoSuchBlock",))
 
 
+def test_grad_checkpointing_on_mats_basic_layer():
+    from mat_kernels.nn.blocks import BasicLayer
+    torch.manual_seed(0)
+    layer = BasicLayer(dim=12, input_resolution=[8, 8], depth=2, num_heads=2, window_size=4)
+    wrapped = copy.deepcopy(layer)
+    holder = torch.nn.ModuleList([wrapped])
+    assert enable_grad_checkpointing(holder, ("BasicLayer",)) == 1
+    x = torch.randn(2, 64, 12)
+    mask = (torch.rand(2, 64, 1) > 0.3).float()
+    outs, grads = [], []
+    for m in (layer, wrapped):
+        xi = x.clone().requires_grad_(True)
+        y, size, new_mask = m(xi, (8, 8), mask)
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        outs.append((y.detach(), new_mask))
+        grads.append([xi.grad] + [p.grad for p in m.parameters()])
+    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=0, atol=0)
+    torch.testing.assert_close(outs[0][1], outs[1][1], rtol=0, atol=0)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_parameter_digest_sees_every_bit():
     m = torch.nn.Module()
     m.scalar = torch.nn.Parameter(torch.tensor(1.5))          # 0-d parameters occur in MAT
