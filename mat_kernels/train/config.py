@@ -79,6 +79,42 @@ class TrainConfig:
         return self
 
 
+HELP = {
+    "data": "training image folder (searched recursively)",
+    "out_dir": "checkpoints, stats.jsonl, samples/ and TensorBoard events",
+    "val_data": "held-out image folder: PSNR/SSIM/L1 of G_ema and sample grids",
+    "val_masks": "fixed mask folder for the held-out set (paired by sorted index)",
+    "resolution": "training crop size (MAT: 256 or 512)",
+    "model": "'mat' (mat_kernels.models) or 'package.module:factory' returning (G, D)",
+    "batch": "global batch size over all ranks",
+    "lr": "Adam learning rate before the lazy-regularisation correction",
+    "lrt": "separate learning rate for G parameters whose name contains 'tran'",
+    "r1_gamma": "R1 weight gamma (both discriminator branches)",
+    "pcp_ratio": "weight of the VGG19 perceptual loss in the generator loss",
+    "truncation_psi": "truncation used in training (README: 0.5)",
+    "style_mixing_prob": "style mixing probability",
+    "vgg_path": "torchvision's vgg19-dcbbb3f4.pth (else $MAT_KERNELS_VGG19 or torch hub's cache; never downloaded)",
+    "ema_kimg": "EMA half-life of G_ema in thousands of images",
+    "ema_rampup": "EMA ramp-up ratio (None: off)",
+    "mirror": "double the dataset with mirrored copies",
+    "hole_range": "accepted hole ratio range of the generated masks",
+    "mask_variant": "mask generator constants: auto, 256, 512, 256_small, 512_small",
+    "workers": "DataLoader worker processes per rank",
+    "total_steps": "training length in steps (one step = one global batch)",
+    "stop_at_step": "stop after this step (and its checkpoint), e.g. to split a run",
+    "log_every": "steps between log lines / stats.jsonl records (the only host syncs)",
+    "ckpt_every": "steps between checkpoints",
+    "keep_ckpts": "number of checkpoints kept",
+    "eval_every": "steps between evaluations on --val-data (0: at the end only)",
+    "sample_every": "steps between sample grids (0: at the end only)",
+    "resume": "checkpoint to continue from, or 'latest' in --out-dir",
+    "device": "auto, cuda or cpu",
+    "amp": "bfloat16 autocast for the forward passes",
+    "grad_checkpoint": "recompute --checkpoint-modules of G in the backward pass to save memory",
+    "checkpoint_modules": "class names wrapped by --grad-checkpoint",
+}
+
+
 def _parse_bool(s: str) -> bool:
     if s.lower() in ("1", "true", "yes", "on"):
         return True
@@ -95,20 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = f.default
+        extra = {"help": HELP[f.name] + " (default: %(default)s)" if f.name in HELP else "default: %(default)s"}
         if f.name in ("betas", "hole_range"):
-            p.add_argument(flag, type=float, nargs=2, default=default, metavar=("A", "B"))
+            p.add_argument(flag, type=float, nargs=2, default=default, metavar=("A", "B"), **extra)
         elif f.name == "checkpoint_modules":
-            p.add_argument(flag, nargs="+", default=default)
+            p.add_argument(flag, nargs="+", default=default, **extra)
         elif isinstance(default, bool):
-            p.add_argument(flag, type=_parse_bool, default=default, metavar="BOOL")
+            p.add_argument(flag, type=_parse_bool, default=default, metavar="BOOL", **extra)
         elif f.name in ("lrt", "ema_rampup"):
-            p.add_argument(flag, type=float, default=default)
+            p.add_argument(flag, type=float, default=default, **extra)
         elif f.name in ("stop_at_step", "max_images"):
-            p.add_argument(flag, type=int, default=default)
+            p.add_argument(flag, type=int, default=default, **extra)
         elif default is None:
-            p.add_argument(flag, type=str, default=None)
+            p.add_argument(flag, type=str, default=None, **extra)
         else:
-            p.add_argument(flag, type=type(default), default=default)
+            p.add_argument(flag, type=type(default), default=default, **extra)
     return p
 
 
