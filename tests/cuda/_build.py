@@ -9,6 +9,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 CSRC = REPO / "csrc"
+ARCHES = ("sm_80", "sm_90")  # A100, H100
+KERNEL_FILES = sorted(p.name for p in CSRC.glob("*.cu"))
+GLUE_FILES = sorted(p.name for p in CSRC.glob("*.cpp"))
 
 
 def require_tool(name: str) -> str:
