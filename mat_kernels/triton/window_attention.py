@@ -331,8 +331,9 @@ def _padded_tokens(window_size: int) -> int:
 def device_config(window_size: int, head_dim: int, dtype: torch.dtype) -> dict:
     """Tile sizes and launch options for one shape on a GPU (the ones ``aot_configs`` compiles).
 
-    fp16/bf16: query and key tiles of 64 tokens (a whole 64-token window of MAT's window 8 in
-    one tile; 256-token windows of window 16 in 4 x 4 tiles), smaller for small windows.
+    fp16/bf16: query and key tiles of 64 tokens for head_dim <= 32 (MAT's 30: a whole 64-token
+    window of window 8 in one tile; 256-token windows of window 16 in 4 x 4 tiles), 32 for
+    head_dim <= 64 and 16 above, smaller for small windows.
     fp32 (exact "ieee" products run on FMA units, whose operand layouts need far more registers
     than tensor-core tiles): 32-token tiles, 16 for head_dim > 32, which keeps them from spilling.
     """
@@ -341,7 +342,7 @@ def device_config(window_size: int, head_dim: int, dtype: torch.dtype) -> dict:
     if dtype == torch.float32:
         tile = 16 if bd > 32 else 32
     else:
-        tile = 64
+        tile = 64 if bd <= 32 else (32 if bd <= 64 else 16)
     return dict(BLOCK_M=min(tile, NP), BLOCK_N=min(tile, NP), BLOCK_D=bd, num_warps=4, num_stages=2)
 
 
@@ -450,7 +451,7 @@ def bwd_launch(launch, dout, q, k, v, mask, out, lse, delta, dq, dk, dv,
 # ----------------------------------------------------------------------------------------------
 _TT = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 _MAT_SHAPES = ((8, 4), (16, 8))  # (window, shift) of MAT's shifted blocks; shift 0 also used
-_OTHER_SHAPES = ((7, 3, 64), (4, 2, 128), (16, 3, 64))  # (window, shift, head_dim), not MAT
+_OTHER_SHAPES = ((7, 3, 64), (4, 2, 128), (16, 3, 64), (8, 4, 128))  # (window, shift, head_dim), not MAT
 
 
 def _strides(prefix: str):
