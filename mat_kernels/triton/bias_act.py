@@ -108,7 +108,7 @@ def _bias_act_fwd_kernel(x_ptr, b_ptr, y_ptr, n, C, inner, HAS_BIAS: tl.constexp
     z = _pre_activation(x_ptr, b_ptr, offs, valid, C, inner, HAS_BIAS, DTYPE, ACC)
     y = _activate(z, ACT, ALPHA, GAIN, DTYPE, ACC, BLOCK)
     if CLAMP >= 0:
-        c = tl.full([BLOCK], CLAMP, DTYPE).to(ACC)
+        c = _round_to(tl.full([BLOCK], CLAMP, ACC), DTYPE, ACC)  # the clamp as x.dtype stores it
         y = tl.minimum(tl.maximum(y, -c), c)
     tl.store(y_ptr + offs, y.to(DTYPE), mask=valid)
 
@@ -130,7 +130,7 @@ def _bias_act_grad_kernel(dy_ptr, x_ptr, b_ptr, dx_ptr, n, C, inner, HAS_BIAS: t
     z = _pre_activation(x_ptr, b_ptr, offs, valid, C, inner, HAS_BIAS, DTYPE, ACC)
     if CLAMP >= 0:
         y = _activate(z, ACT, ALPHA, GAIN, DTYPE, ACC, BLOCK)
-        c = tl.full([BLOCK], CLAMP, DTYPE).to(ACC)
+        c = _round_to(tl.full([BLOCK], CLAMP, ACC), DTYPE, ACC)  # the clamp as x.dtype stores it
         g = tl.where((y >= -c) & (y <= c), g, tl.zeros_like(g))
     if GAIN != 1.0:
         g = _round_to(g * tl.full([BLOCK], GAIN, ACC), DTYPE, ACC)
