@@ -33,6 +33,8 @@ TOLERANCES = {
     ("bias_act", "bwd", torch.bfloat16): (6e-2, 6e-2),
     # Full blocks and models against recorded official outputs (fp32 on CPU).
     ("swin_block", "fwd", torch.float32): (1e-4, 1e-4),
+    # Input gradient of a whole block, fused attention backend vs the reference backend (fp32).
+    ("swin_block", "bwd", torch.float32): (1e-4, 1e-4),
     ("partial_conv", "fwd", torch.float32): (1e-5, 1e-5),
     ("model", "fwd", torch.float32): (1e-3, 1e-3),
     # Layers and resampling ops against direct formulations of their definitions.

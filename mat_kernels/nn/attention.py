@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from .. import ops
 from ..reference.attention import windowed_attention
 from ..reference.windows import shift_attention_bias
+from .fused_qkv import project_qkv_fused
 from .layers import FullyConnectedLayer
 
 
@@ -118,7 +119,8 @@ class SwinTransformerBlock(nn.Module):
         if mask is not None and tuple(mask.shape) != (B, L, 1):
             raise ValueError(f"mask must have shape (B, H*W, 1) = {(B, L, 1)}, got {tuple(mask.shape)}")
         shortcut = x
-        q, k, v = self.attn.project_qkv(x)
+        # one GEMM for q and k (both from the normalised tokens); q, k are strided views
+        q, k, v = project_qkv_fused(self.attn, x)
         q, k, v = (t.view(B, H, W, C) for t in (q, k, v))
         m = None if mask is None else mask.view(B, H, W, 1)
         out, m = ops.window_attention(q, k, v, m, window_size=self.window_size, shift_size=self.shift_size,
