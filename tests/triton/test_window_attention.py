@@ -335,3 +335,40 @@ def test_swin_block_triton_backend_matches_reference():
     assert_mask_equal(m, ref_mask)
     assert_close(y, ref, "swin_block", "fwd")
     assert_close(gx, rgx, "swin_block", "bwd", name="dx")
+
+
+def test_autocast_casts_qkv_not_mask():
+    """Under autocast, q, k, v run in the autocast dtype (the wrapper casts them, like PyTorch's
+    own attention ops); the mask and the updated mask keep the mask's dtype."""
+    B, H, W, heads, d, ws = 1, 8, 8, 2, 16, 8
+    q, k, v = (torch.randn(B, H, W, heads * d, device=DEVICE) for _ in range(3))
+    mask = (torch.rand(B, H, W, 1) > 0.5).float().to(DEVICE)
+    with torch.autocast(DEVICE, dtype=torch.bfloat16):
+        out, nm = wa.window_attention(q, k, v, mask, window_size=ws, shift_size=3, num_heads=heads)
+    assert out.dtype == torch.bfloat16 and nm.dtype == torch.float32
+    exp, exp_mask = wa.window_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, window_size=ws,
+                                        shift_size=3, num_heads=heads)
+    assert torch.equal(out, exp)
+    assert_mask_equal(nm, exp_mask)
+
+
+# Needs three changes in files owned by the lead (see the Triton attention report):
+# backends._load must look in sys.modules before importlib (dynamo cannot trace import_module),
+# backends.choose's log.debug must be skipped while compiling, and mat_kernels.triton must bind
+# ``window_attention`` to the function after importing its kernel submodule of the same name.
+@pytest.mark.xfail(strict=True, reason="backends.choose is not traceable by dynamo yet (lead-owned fix)")
+def test_compile_swin_block_fullgraph_cpu():
+    """torch.compile(fullgraph=True) of the Swin block on the Triton backend: no graph break."""
+    from mat_kernels.nn import SwinTransformerBlock
+    torch.manual_seed(0)
+    H = W = 16
+    blk = SwinTransformerBlock(32, (H, W), 2, window_size=8, shift_size=4, mlp_ratio=2.0).to(DEVICE)
+    x = torch.randn(1, H * W, 32, device=DEVICE)
+    mask = (torch.rand(1, H * W, 1) > 0.5).float().to(DEVICE)
+    blk.backend = "reference"
+    ref, ref_mask = blk(x, (H, W), mask)
+    blk.backend = "triton"
+    compiled = torch.compile(blk, fullgraph=True, backend="inductor" if DEVICE == "cuda" else "aot_eager")
+    y, m = compiled(x, (H, W), mask)
+    assert_mask_equal(m, ref_mask)
+    assert_close(y, ref, "swin_block", "fwd")
