@@ -163,6 +163,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         what = "reduced reference suite" if run_ops and suite == "reduced" else "CPU timings"
         notes.append(f"CPU-only run ({what}). The fused Triton and CUDA kernels need a CUDA GPU "
                      "(their rows give the reason they did not run); these are CPU timings, not GPU results.")
+    if not gpu and run_model:
+        notes.append("On CPU backend 'auto' resolves to the reference, so the model's auto and reference rows run "
+                     "the same code; their difference is noise.")
     if environment["dram_bandwidth_bytes_per_s"] is None:
         notes.append(f"No DRAM bandwidth known: {environment['dram_bandwidth_source']}.")
     settings = {"suite": suite, "device": str(device), "dtypes": dtypes, "batches": batches, "modes": args.mode,
