@@ -22,7 +22,7 @@ import torch
 
 from . import cases as C
 from . import env, model, report
-from .peers import PEER_NAMES, PEERS, select
+from .peers import PEER_NAMES, select
 from .suite import run_case
 
 DEFAULT_OUT_DIR = os.path.join("benchmarks", "results")
@@ -151,7 +151,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for p in peers:
             if p.compiles:
                 skip[p.name] = ("not run on CPU by default: torch.compile takes ~20 s per case here "
-                                f"(name it in --peers to include it)")
+                                "(name it in --peers to include it)")
     model_paths = args.model_paths or list(model.MODEL_PATHS)
     model_skip = {}
     if not gpu and args.model_paths is None:
