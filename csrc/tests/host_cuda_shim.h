@@ -17,6 +17,13 @@
 #include <thread>
 #include <vector>
 
+// cuda_runtime.h defines these for nvcc; on the host they become plain C++.
+#undef __global__
+#undef __device__
+#undef __host__
+#undef __forceinline__
+#undef __launch_bounds__
+#undef __shared__
 #define __global__
 #define __device__
 #define __host__

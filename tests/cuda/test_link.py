@@ -42,6 +42,11 @@ CHECK = textwrap.dedent('''
     has = lambda n, k: torch._C._dispatch_has_kernel_for_dispatch_key(f"mat_kernels::{n}", k)
     res["cuda_kernels"] = [has(n, "CUDA") for n in _ext.OP_NAMES]
     res["cpu_kernels"] = [has(n, "CPU") for n in _ext.OP_NAMES]
+    res["autograd_kernel"] = has("window_attention_fwd_cuda", "Autograd")
+    # The autograd formula end to end on meta tensors: forward op, then the backward op's fake.
+    qg = torch.empty(2, 8, 16, 12, device="meta", requires_grad=True)
+    grad = torch.autograd.grad(o.window_attention_fwd_cuda(qg, qg, qg, m, 4, 2, 3, 0.5)[0].sum(), qg)[0]
+    res["grad"] = list(grad.shape)
     facts = dict(device=torch.device("cpu"), dtype=torch.float32, head_dim=4, window_size=4)
     res["reasons_cpu"] = cuda.not_supported_reasons("window_attention", facts)
     print(json.dumps(res))
@@ -84,6 +89,11 @@ def test_fake_kernels_on_meta_tensors(linked_extension):
     assert r["bwd"] == [[2, 8, 16, 12]] * 3
     assert r["wmu"] == [2, 8, 16]
     assert r["pcmu"] == [[2, 1, 5, 4, "torch.float16"]] * 2
+
+
+def test_autograd_registered_on_the_compiled_op(linked_extension):
+    assert linked_extension["autograd_kernel"]
+    assert linked_extension["grad"] == [2, 8, 16, 12]
 
 
 def test_cuda_kernels_only(linked_extension):
