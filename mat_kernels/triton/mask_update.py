@@ -23,6 +23,7 @@ Ops (no gradient; masks are not differentiated in MAT):
 """
 from __future__ import annotations
 
+import os
 from typing import List, Tuple
 
 import torch
@@ -239,7 +240,6 @@ def _(mask, kernel_size, stride):
 # Backend entry points (the names mat_kernels.triton forwards to)
 # ----------------------------------------------------------------------------------------------
 def _check_device(mask: torch.Tensor) -> None:
-    import os
     if mask.device.type != "cuda" and not (mask.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"):
         raise ValueError(f"mask must be a CUDA tensor for the Triton backend (or a CPU tensor with "
                          f"TRITON_INTERPRET=1), got device {mask.device}")
