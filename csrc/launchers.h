@@ -49,6 +49,10 @@ struct WindowAttentionParams {
     int num_heads = 0, head_dim = 0;
     int window_size = 0, shift_size = 0;
     float scale = 1.0f;
+
+    // Forward only: 1 forces the fp32 SIMT kernel for fp16/bf16 too (tests use it to cover both
+    // paths; the glue sets it from MAT_KERNELS_CUDA_SIMT=1).
+    int force_simt = 0;
 };
 
 // Largest head_dim and window token count the attention kernels support.
@@ -56,6 +60,8 @@ constexpr int kMaxHeadDim = 128;
 constexpr int kMaxWindowTokens = 1024;
 
 const char* launch_window_attention_fwd(const WindowAttentionParams& p, CUstream_st* stream);
+// Tensor-core forward (fp16/bf16 only), called by launch_window_attention_fwd.
+const char* launch_window_attention_fwd_tensor_core(const WindowAttentionParams& p, CUstream_st* stream);
 const char* launch_window_attention_bwd(const WindowAttentionParams& p, CUstream_st* stream);
 
 // new_mask (contiguous (B, H, W), same dtype) = the window rule applied to mask (strided (B, H, W)).

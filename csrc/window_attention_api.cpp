@@ -5,6 +5,8 @@
 #include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <optional>
 #include <tuple>
 
@@ -100,6 +102,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> window_attention_fwd_cuda(
     p.out = out.data_ptr();
     p.lse = lse.data_ptr<float>();
     p.new_mask = mask.has_value() ? new_mask.data_ptr() : nullptr;
+    // MAT_KERNELS_CUDA_SIMT=1 runs fp16/bf16 on the fp32 SIMT kernel instead of tensor cores.
+    const char* simt = std::getenv("MAT_KERNELS_CUDA_SIMT");
+    p.force_simt = simt != nullptr && std::strcmp(simt, "1") == 0;
     check_launch(launch_window_attention_fwd(p, current_stream(q.device())), "window_attention_fwd_cuda");
     return {out, lse, new_mask};
 }

@@ -1,4 +1,6 @@
-// Forward of MAT's shifted-window contextual attention, and its launcher.
+// Forward of MAT's shifted-window contextual attention (SIMT, fp32 math), and the forward launcher.
+// The launcher sends float16/bfloat16 to the tensor-core kernel (window_attention_fwd_tc.cu)
+// unless p.force_simt is set; float32 always runs here.
 //
 // Kernel: window_attention_fwd_kernel<D>
 //   q, k, v   (B, H, W, C) strided, C = heads * head_dim; float32, float16 or bfloat16 (p.dtype, a
@@ -127,6 +129,8 @@ const char* launch_window_attention_fwd(const WindowAttentionParams& p, CUstream
     if (windows > 0x7fffffffLL) return "too many windows for one launch";
     if (p.dtype != DType::kFloat32 && p.dtype != DType::kFloat16 && p.dtype != DType::kBFloat16)
         return "unsupported dtype for the attention kernels";
+    // fp16/bf16 use tensor cores (window_attention_fwd_tc.cu) unless the SIMT kernel is forced.
+    if (!p.force_simt && p.dtype != DType::kFloat32) return launch_window_attention_fwd_tensor_core(p, stream);
     // head_dim is padded to the next tile width; the kernels zero-fill the extra dims.
     if (p.head_dim <= 32) return launch_fwd<32>(p, stream);
     if (p.head_dim <= 64) return launch_fwd<64>(p, stream);

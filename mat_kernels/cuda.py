@@ -1,13 +1,16 @@
 """The "cuda" backend of ``mat_kernels.ops``: the hand-written kernels of the compiled extension.
 
-Kernels live in ``csrc/`` (``window_attention_fwd.cu``, ``window_attention_bwd.cu``,
-``mask_update.cu``); ``mat_kernels._ext`` loads ``mat_kernels._C`` and registers fake kernels and
+Kernels live in ``csrc/``: ``window_attention_fwd.cu`` (fp32 SIMT forward),
+``window_attention_fwd_tc.cu`` (tensor-core forward for fp16/bf16; ``MAT_KERNELS_CUDA_SIMT=1``
+forces the SIMT one), ``window_attention_bwd.cu`` (backward by recomputation, fp32 SIMT) and
+``mask_update.cu``. ``mat_kernels._ext`` loads ``mat_kernels._C`` and registers fake kernels and
 autograd. This module states what the backend supports and forwards the public ops with the
 reference's signatures.
 
-Status: the kernels compile for sm_80 and sm_90 and their index arithmetic is tested on the
-host, but no GPU run has been recorded yet, so the first use warns and ``backend="auto"`` never
-picks this backend (see ``mat_kernels/_tuned.py``).
+Status: the kernels compile for sm_80 and sm_90, and the unchanged kernel code runs and matches
+the reference in a CPU emulation (tests/cuda/test_emulated.py), but no GPU run has been recorded
+yet, so the first use warns and ``backend="auto"`` never picks this backend (see
+``mat_kernels/_tuned.py``).
 """
 from __future__ import annotations
 

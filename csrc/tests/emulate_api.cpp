@@ -14,8 +14,9 @@ const char* emu_window_attention_fwd(const void* q, const void* k, const void* v
                                      const int64_t* k_stride, const int64_t* v_stride, int dtype, const void* mask,
                                      int mask_dtype, const int64_t* mask_stride, void* new_mask, void* out,
                                      float* lse, int B, int H, int W, int C, int num_heads, int window_size,
-                                     int shift_size, float scale) {
+                                     int shift_size, float scale, int force_simt) {
     WindowAttentionParams p;
+    p.force_simt = force_simt;
     p.q = q;
     p.k = k;
     p.v = v;

@@ -65,7 +65,7 @@ def _check(err):
     assert err is None, err.decode()
 
 
-def emu_fwd(lib, q, k, v, mask, ws, s, heads, scale):
+def emu_fwd(lib, q, k, v, mask, ws, s, heads, scale, force_simt=False):
     B, H, W, C = q.shape
     out = torch.empty(B, H, W, C, dtype=q.dtype)
     lse = torch.empty(B, heads, H, W, dtype=torch.float32)
@@ -73,7 +73,7 @@ def emu_fwd(lib, q, k, v, mask, ws, s, heads, scale):
     _check(lib.emu_window_attention_fwd(
         _ptr(q), _ptr(k), _ptr(v), _strides(q, 4), _strides(k, 4), _strides(v, 4), DT[q.dtype], _ptr(mask),
         DT[mask.dtype] if mask is not None else 0, _strides(mask, 3), _ptr(new_mask), _ptr(out), _ptr(lse),
-        B, H, W, C, heads, ws, s, ctypes.c_float(scale)))
+        B, H, W, C, heads, ws, s, ctypes.c_float(scale), int(force_simt)))
     return out, lse, new_mask
 
 
@@ -105,13 +105,15 @@ def _mask(kind, B, H, W, ws, g):
 
 # (B, H, W, heads, head_dim, ws, shift, mask kind, dtype, qkv layout):
 # head_dim 30 / 64 / 100 pad to 32 / 64 / 128 (1, 2, 4 lanes per row); N = 16, 36 (a partial key
-# tile), 64 (two tiles) and 144 (query rows over three blocks of 64 rows for head_dim 40).
+# tile), 64 (two tiles), 100 and 144 (query rows over several blocks).
 CASES = [
     (2, 8, 8, 2, 30, 4, 2, "float", torch.float32, "contiguous"),
     (1, 8, 12, 1, 64, 4, 1, "bool3d", torch.float32, "fused"),
     (1, 8, 8, 2, 16, 8, 3, None, torch.float16, "contiguous"),
     (1, 12, 12, 1, 100, 6, 3, "fractional", torch.bfloat16, "permuted"),
     (1, 12, 12, 1, 40, 12, 5, "strided", torch.float32, "contiguous"),
+    (2, 16, 16, 2, 64, 8, 4, "float", torch.float16, "fused"),
+    (1, 10, 10, 1, 128, 10, 3, "bool3d", torch.bfloat16, "contiguous"),
 ]
 
 
@@ -123,15 +125,19 @@ def _make_qkv(B, H, W, C, dtype, layout, g):
     return tuple(torch.randn(B, H, W, C, generator=g).to(dtype) for _ in range(3))
 
 
-@pytest.mark.parametrize("B,H,W,heads,hd,ws,s,mask_kind,dtype,layout", CASES,
-                         ids=[f"{c[1]}x{c[2]}-h{c[3]}-d{c[4]}-ws{c[5]}s{c[6]}-{c[7]}-{str(c[8])[6:]}-{c[9]}"
-                              for c in CASES])
-def test_attention_forward_and_backward(emu, B, H, W, heads, hd, ws, s, mask_kind, dtype, layout):
+# fp16/bf16 forwards run on the tensor-core kernel by default; "simt" forces the fp32 SIMT one.
+IMPL_CASES = [c + ("default",) for c in CASES] + [c + ("simt",) for c in CASES if c[8] != torch.float32]
+
+
+@pytest.mark.parametrize("B,H,W,heads,hd,ws,s,mask_kind,dtype,layout,impl", IMPL_CASES,
+                         ids=[f"{c[1]}x{c[2]}-h{c[3]}-d{c[4]}-ws{c[5]}s{c[6]}-{c[7]}-{str(c[8])[6:]}-{c[9]}-{c[10]}"
+                              for c in IMPL_CASES])
+def test_attention_forward_and_backward(emu, B, H, W, heads, hd, ws, s, mask_kind, dtype, layout, impl):
     g = torch.Generator().manual_seed(0)
     q, k, v = _make_qkv(B, H, W, heads * hd, dtype, layout, g)
     mask = _mask(mask_kind, B, H, W, ws, g)
     scale = hd ** -0.5
-    out, lse, new_mask = emu_fwd(emu, q, k, v, mask, ws, s, heads, scale)
+    out, lse, new_mask = emu_fwd(emu, q, k, v, mask, ws, s, heads, scale, force_simt=impl == "simt")
 
     ref_dtype = torch.float64 if dtype == torch.float32 else torch.float32
     rq, rk, rv = (t.to(ref_dtype).requires_grad_() for t in (q, k, v))

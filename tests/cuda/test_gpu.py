@@ -99,6 +99,15 @@ def test_matches_reference(B, H, W, heads, head_dim, ws, shift, pattern, dtype):
     check_against_reference(B, H, W, heads, head_dim, ws, shift, mask, dtype=dtype)
 
 
+@pytest.mark.parametrize("dtype", (torch.float16, torch.bfloat16), ids=str)
+@pytest.mark.parametrize("B,H,W,heads,head_dim,ws,shift,pattern", CASES[::3], ids=["-".join(map(str, c)) for c in CASES[::3]])
+def test_simt_forward_for_low_precision(monkeypatch, B, H, W, heads, head_dim, ws, shift, pattern, dtype):
+    """fp16/bf16 normally run the tensor-core forward; the SIMT one stays correct too."""
+    monkeypatch.setenv("MAT_KERNELS_CUDA_SIMT", "1")
+    mask = make_mask(pattern, B, H, W, ws, generator=torch.Generator().manual_seed(1), dtype=torch.float32)
+    check_against_reference(B, H, W, heads, head_dim, ws, shift, mask, dtype=dtype)
+
+
 FULL = list(itertools.product((1, 2), ((16, 16), (32, 32), (16, 48)), (1, 6), (30, 32, 64),
                               ((8, 0), (8, 4), (8, 3), (16, 0), (16, 8), (16, 3)), MASK_PATTERNS, DTYPES))
 
