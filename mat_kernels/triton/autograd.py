@@ -12,8 +12,11 @@ ops in the same namespace):
 Both are ``torch.library.triton_op``s, so torch.compile sees through them to the Triton kernels
 (no graph break) and the fake implementations come from tracing the Python launchers with fake
 tensors. Under TRITON_INTERPRET=1 (CPU tests) they are opaque ``custom_op``s with explicit fakes,
-because ``wrap_triton`` cannot trace interpreted kernels (see ``_register``). The forward's autograd formula calls the backward op; the mask gets no gradient, and
-out's gradient only flows to q, k, v (lse and new_mask are not differentiable).
+because ``wrap_triton`` cannot trace interpreted kernels (see ``_register``).
+
+The forward's autograd formula calls the backward op; the mask gets no gradient, and out's
+gradient only flows to q, k, v (lse and new_mask are not differentiable). Double backward is not
+supported.
 
 Autocast: the ops have no autocast kernel (autocast falls through and the kernels run in the
 inputs' dtype). :func:`window_attention` itself casts q, k, v to the autocast dtype when

@@ -30,7 +30,6 @@ dtype (probabilities are cast to it before P @ V, as flash attention does); fp32
 """
 from __future__ import annotations
 
-import os
 import sys
 import types
 
@@ -316,7 +315,10 @@ def _bwd_dq(Q, K, V, M, DO, LSE, DELTA, DQ,
 # interpreter stays fast, and every configuration can be compiled ahead of time, see aot_configs)
 # ----------------------------------------------------------------------------------------------
 def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
+    """Whether these kernels were built by the interpreter (TRITON_INTERPRET=1 at import time;
+    triton.jit decides at decoration, so the kernel's type, not today's environment, tells)."""
+    from triton.runtime.jit import JITFunction
+    return not isinstance(_fwd_kernel, JITFunction)
 
 
 def block_d(head_dim: int) -> int:

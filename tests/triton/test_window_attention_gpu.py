@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mat_kernels import reference
 from mat_kernels.testing import assert_close, assert_mask_equal
 
 from ..masks_for_tests import make_mask
