@@ -66,12 +66,18 @@ def linked_extension(nvcc_results, glue_object, tmp_path_factory):
     import torch
     torch_lib = Path(torch.__file__).parent / "lib"
     cuda_root = cuda_include_dir().parent
-    cudart = next((d for d in (cuda_root / "lib64", cuda_root / "lib") if (d / "libcudart_static.a").exists()), None)
-    assert cudart is not None, f"libcudart_static.a not found under {cuda_root}"
+    lib_dirs = [d for d in (cuda_root / "lib64", cuda_root / "lib", cuda_root / "targets/x86_64-linux/lib") if d.is_dir()]
+    static = next((d for d in lib_dirs if (d / "libcudart_static.a").exists()), None)
+    shared = next((d for d in lib_dirs if (d / "libcudart.so").exists()), None)
+    if static is not None:
+        cudart = [f"-L{static}", "-lcudart_static", "-lrt", "-ldl", "-lpthread"]
+    elif shared is not None:
+        cudart = [f"-L{shared}", "-lcudart", f"-Wl,-rpath,{shared}"]
+    else:
+        pytest.fail(f"no libcudart (static or shared) under {cuda_root}")
     so = tmp_path_factory.mktemp("ext") / "_C.so"
     subprocess.run([gxx, "-shared", "-o", str(so), str(glue), *objs, f"-L{torch_lib}", "-lc10", "-ltorch_cpu",
-                    "-ltorch", f"-Wl,-rpath,{torch_lib}", f"-L{cudart}", "-lcudart_static", "-lrt", "-ldl",
-                    "-lpthread"], check=True)
+                    "-ltorch", f"-Wl,-rpath,{torch_lib}", *cudart], check=True)
     proc = subprocess.run([sys.executable, "-c", CHECK, str(so)], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-5000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
