@@ -159,3 +159,20 @@ def test_warns_once_that_the_backend_is_unverified(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         cuda.window_mask_update(m, window_size=4)
+
+
+def test_torch_compile_fullgraph_through_the_ops(mock_backend):
+    """The fake kernels and autograd formula let torch.compile trace the backend without a graph
+    break (aot_eager runs the traced graph on the mock's CPU kernels)."""
+    q, k, v = _qkv(C=4, requires_grad=True)
+    mask = _mask()
+
+    def f(q, k, v):
+        return cuda.window_attention(q, k, v, mask, window_size=4, shift_size=2, num_heads=2)
+
+    out, nm = torch.compile(f, fullgraph=True, backend="aot_eager")(q, k, v)
+    ref, ref_mask = reference.window_attention(q, k, v, mask, window_size=4, shift_size=2, num_heads=2)
+    assert torch.allclose(out, ref) and torch.equal(nm, ref_mask)
+    g = torch.autograd.grad(out.sum(), (q, k, v))
+    rg = torch.autograd.grad(ref.sum(), (q, k, v))
+    assert all(torch.allclose(a, b) for a, b in zip(g, rg))

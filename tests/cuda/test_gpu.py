@@ -289,3 +289,20 @@ def test_agrees_with_triton(dtype):
         assert_close(a, b, OP, "bwd", dtype=dtype, name=f"{name} cuda vs triton")
     assert_mask_equal(ops.window_mask_update(mask, window_size=ws, shift_size=shift, backend="cuda"),
                       ops.window_mask_update(mask, window_size=ws, shift_size=shift, backend="triton"))
+
+
+def test_torch_compile_fullgraph():
+    (q, k, v), _ = _inputs(1, 16, 16, 60, torch.float16)
+    mask = make_mask("random", 1, 16, 16, 8, generator=torch.Generator().manual_seed(13), dtype=torch.float32).to(DEV)
+
+    from mat_kernels import cuda
+
+    def f(q, k, v):  # the backend entry (ops.window_attention's dispatch is plain Python around it)
+        return cuda.window_attention(q, k, v, mask, window_size=8, shift_size=4, num_heads=2)
+
+    out, nm = torch.compile(f, fullgraph=True)(q, k, v)
+    eo, en = f(q, k, v)
+    assert torch.equal(nm, en)
+    assert_close(out, eo, OP, "fwd")
+    for a, b in zip(torch.autograd.grad(out.sum(), (q, k, v)), torch.autograd.grad(eo.sum(), (q, k, v))):
+        assert_close(a, b, OP, "bwd", dtype=torch.float16)
