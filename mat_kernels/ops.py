@@ -44,6 +44,8 @@ def partial_conv_mask_update(mask: torch.Tensor, *, kernel_size: int, stride: in
     :func:`mat_kernels.reference.partial_conv_mask_update`."""
     _checks.check_mask_image(mask)
     _checks.check_positive_int("kernel_size", kernel_size)
+    if kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd, got {kernel_size}")
     _checks.check_positive_int("stride", stride)
     facts = dict(device=mask.device, dtype=mask.dtype, kernel_size=kernel_size, stride=stride)
     fn = backends.choose("partial_conv_mask_update", backend, facts)

@@ -92,9 +92,10 @@ def test_partial_conv_mask_update_bad_input(fn):
         fn(None, kernel_size=3)
 
 
-def test_reference_partial_conv_rejects_even_kernel():
+@pytest.mark.parametrize("fn", [reference.partial_conv_mask_update, mat_kernels.partial_conv_mask_update])
+def test_partial_conv_rejects_even_kernel(fn):
     with pytest.raises(ValueError, match="kernel_size must be odd"):
-        reference.partial_conv_mask_update(torch.ones(1, 1, 8, 8), kernel_size=4)
+        fn(torch.ones(1, 1, 8, 8), kernel_size=4)
 
 
 def _escape(s):
