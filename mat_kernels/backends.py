@@ -12,7 +12,10 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
 from typing import Callable, Dict, List
+
+import torch
 
 log = logging.getLogger("mat_kernels")
 if os.environ.get("MAT_KERNELS_LOG", "").lower() == "debug":
@@ -22,15 +25,18 @@ if os.environ.get("MAT_KERNELS_LOG", "").lower() == "debug":
 # name -> module path. Order is irrelevant here; ``auto`` uses ``auto_order``.
 BACKENDS: Dict[str, str] = {
     "reference": "mat_kernels.reference._backend",
-    "triton": "mat_kernels.triton",
+    "triton": "mat_kernels.triton._backend",
     "cuda": "mat_kernels.cuda",
 }
 NAMES = ("auto",) + tuple(BACKENDS)
 
 
 def _load(name: str):
+    path = BACKENDS[name]
+    if path in sys.modules:  # the common case, and the only one torch.compile can trace
+        return sys.modules[path], None
     try:
-        return importlib.import_module(BACKENDS[name]), None
+        return importlib.import_module(path), None
     except Exception as exc:  # ImportError, or a broken optional dependency
         return None, f"{name} backend failed to import: {type(exc).__name__}: {exc}"
 
@@ -62,10 +68,12 @@ def choose(op: str, backend: str, facts: dict) -> Callable:
         why = not_supported_reasons(name, op, facts)
         if not why:
             module, _ = _load(name)
-            log.debug("%s: backend=%s chose %s for %s", op, backend, name, _fmt(facts))
+            if not torch.compiler.is_compiling():  # logging is a graph break under dynamo
+                log.debug("%s: backend=%s chose %s for %s", op, backend, name, _fmt(facts))
             return getattr(module, op)
         reasons[name] = why
-        log.debug("%s: %s cannot run: %s", op, name, "; ".join(why))
+        if not torch.compiler.is_compiling():
+            log.debug("%s: %s cannot run: %s", op, name, "; ".join(why))
     lines = "\n".join(f"  {n}: {'; '.join(r)}" for n, r in reasons.items())
     raise RuntimeError(f"no backend can run {op} for {_fmt(facts)} (backend={backend!r}):\n{lines}")
 

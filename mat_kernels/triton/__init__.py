@@ -1,55 +1,6 @@
-"""The Triton backend of ``mat_kernels.ops``.
+"""Triton kernels of mat_kernels.
 
-Attention kernels live in ``window_attention.py``, mask-update kernels in ``mask_update.py``;
-``autograd.py`` registers the ops with ``torch.library``. This module only states what the
-backend supports and forwards the public ops.
+``window_attention.py`` and ``mask_update.py`` hold kernels and launchers, ``bias_act.py`` the
+fused bias+activation, ``autograd.py`` the torch.library registration of the attention ops,
+``aot.py`` the ahead-of-time compile gate. ``_backend.py`` is what ``mat_kernels.ops`` calls.
 """
-from __future__ import annotations
-
-import os
-
-import torch
-
-__all__ = ["window_attention", "window_mask_update", "partial_conv_mask_update", "not_supported_reasons"]
-
-MAX_HEAD_DIM = 128
-MAX_WINDOW_TOKENS = 1024
-DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
-
-
-def not_supported_reasons(op: str, facts: dict):
-    reasons = []
-    try:
-        import triton  # noqa: F401
-    except ImportError as exc:
-        return [f"triton is not installed ({exc})"]
-    device = facts["device"]
-    if device.type != "cuda" and not (interpreting() and device.type == "cpu"):
-        reasons.append(f"needs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1), got {device}")
-    if op == "window_attention":
-        if facts["dtype"] not in DTYPES:
-            reasons.append(f"dtype must be one of {DTYPES}, got {facts['dtype']}")
-        if facts["head_dim"] > MAX_HEAD_DIM:
-            reasons.append(f"head_dim must be <= {MAX_HEAD_DIM}, got {facts['head_dim']}")
-        if facts["window_size"] ** 2 > MAX_WINDOW_TOKENS:
-            reasons.append(f"window_size**2 must be <= {MAX_WINDOW_TOKENS}, got {facts['window_size'] ** 2}")
-    return reasons
-
-
-def window_attention(*args, **kwargs):
-    from .autograd import window_attention as impl
-    return impl(*args, **kwargs)
-
-
-def window_mask_update(*args, **kwargs):
-    from .mask_update import window_mask_update as impl
-    return impl(*args, **kwargs)
-
-
-def partial_conv_mask_update(*args, **kwargs):
-    from .mask_update import partial_conv_mask_update as impl
-    return impl(*args, **kwargs)

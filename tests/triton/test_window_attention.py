@@ -352,11 +352,6 @@ def test_autocast_casts_qkv_not_mask():
     assert_mask_equal(nm, exp_mask)
 
 
-# Needs three changes in files owned by the lead (see the Triton attention report):
-# backends._load must look in sys.modules before importlib (dynamo cannot trace import_module),
-# backends.choose's log.debug must be skipped while compiling, and mat_kernels.triton must bind
-# ``window_attention`` to the function after importing its kernel submodule of the same name.
-@pytest.mark.xfail(strict=True, reason="backends.choose is not traceable by dynamo yet (lead-owned fix)")
 def test_compile_swin_block_fullgraph_cpu():
     """torch.compile(fullgraph=True) of the Swin block on the Triton backend: no graph break."""
     from mat_kernels.nn import SwinTransformerBlock

@@ -88,8 +88,6 @@ def test_autocast_casts_qkv(dtype):
     assert_mask_equal(nm, rm)
 
 
-@pytest.mark.xfail(strict=True, reason="backends.choose is not traceable by dynamo yet (lead-owned fix, "
-                                        "see test_window_attention.test_compile_swin_block_fullgraph_cpu)")
 def test_compile_swin_block_fullgraph():
     """mat_kernels.nn.SwinTransformerBlock on the Triton backend compiles without graph breaks
     (fullgraph=True) and matches the eager reference block, forward and backward."""
