@@ -1,6 +1,7 @@
 """MAT's two mask-update rules, in plain PyTorch."""
 from __future__ import annotations
 
+import contextlib
 from typing import Tuple
 
 import torch
@@ -37,6 +38,13 @@ def window_mask_update(mask: torch.Tensor, *, window_size: int, shift_size: int 
     return new.squeeze(-1) if mask.ndim == 3 else new
 
 
+def _autocast_off(device_type: str):
+    """A context that disables autocast on ``device_type`` if it is on, else does nothing."""
+    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def partial_conv_mask_update(mask: torch.Tensor, *, kernel_size: int, stride: int = 1
                              ) -> Tuple[torch.Tensor, torch.Tensor]:
     """The mask rule of MAT's ``Conv2dLayerPartial``.
@@ -45,6 +53,14 @@ def partial_conv_mask_update(mask: torch.Tensor, *, kernel_size: int, stride: in
     ``ratio = k^2 / (S + 1e-8) * clamp(S, 0, 1)`` rescales the convolution's activated output and
     ``new_mask = clamp(S, 0, 1)``. Counts include the zero padding, so borders are rescaled even
     for an all-valid mask.
+
+    Precision (a decision of this project; the official code only ever runs in float32): for
+    float16 and bfloat16 masks, S and the ratio are computed in float32 and each result is
+    rounded once to the mask's dtype. Evaluated in float16 the rule breaks: 1e-8 is below
+    float16's smallest subnormal (~6e-8), so ``S + 1e-8`` is exactly 0 at a hole,
+    ``k^2 / 0 = inf`` and ``inf * 0 = NaN`` - every hole's ratio, and with it the partial conv's
+    output, would be NaN. float32 masks follow the official op sequence unchanged (bit-identical
+    results), float64 masks compute in float64.
 
     Args:
         mask: (B, 1, H, W), bool or float.
@@ -58,11 +74,14 @@ def partial_conv_mask_update(mask: torch.Tensor, *, kernel_size: int, stride: in
     if kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be odd, got {kernel_size}")
     _checks.check_positive_int("stride", stride)
-    m = mask.float() if mask.dtype == torch.bool else mask
+    out_dtype = torch.float32 if mask.dtype == torch.bool else mask.dtype
+    # bool, float16 and bfloat16 masks are counted in float32 (exact for every value they hold).
+    m = mask if mask.dtype in (torch.float32, torch.float64) else mask.float()
     weight = torch.ones(1, 1, kernel_size, kernel_size, dtype=m.dtype, device=m.device)
-    with torch.no_grad():
+    # Autocast would run the conv in float16/bfloat16 again (and bring the NaN back): keep it off.
+    with torch.no_grad(), _autocast_off(m.device.type):
         update = F.conv2d(m, weight, bias=None, stride=stride, padding=kernel_size // 2)
         ratio = kernel_size ** 2 / (update + 1e-8)
         update = torch.clamp(update, 0, 1)
         ratio = torch.mul(ratio, update)
-    return update, ratio
+    return update.to(out_dtype), ratio.to(out_dtype)

@@ -54,3 +54,48 @@ def test_partial_conv_matches_official_cases(official_cases):
         new, _ = reference.partial_conv_mask_update(case["mask"], kernel_size=case["kernel_size"],
                                                     stride=case["down"])
         assert torch.equal(new, case["new_mask"])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("k,stride", [(3, 1), (3, 2), (5, 1), (7, 2)])
+def test_partial_conv_mask_update_half_precision_is_fp32_rounded(dtype, k, stride):
+    """fp16/bf16 masks are counted in float32 and rounded once: no NaN at holes (the official op
+    order in float16 gives NaN there, 1e-8 underflowing to 0) and exactly the float32 result
+    rounded to the dtype. Binary and 1/256-step fractional masks are exact in both dtypes."""
+    g = torch.Generator().manual_seed(5)
+    binary = (torch.rand(3, 1, 13, 10, generator=g) > 0.6).float()
+    binary[1] = 0  # all hole
+    frac = torch.randint(0, 256, (1, 1, 13, 10), generator=g).float() / 256
+    frac = frac * (torch.rand(1, 1, 13, 10, generator=g) < 0.1)
+    mask32 = torch.cat([binary, frac])
+    mask = mask32.to(dtype)
+    assert torch.equal(mask.float(), mask32)
+    new, ratio = reference.partial_conv_mask_update(mask, kernel_size=k, stride=stride)
+    new32, ratio32 = reference.partial_conv_mask_update(mask32, kernel_size=k, stride=stride)
+    assert new.dtype == dtype and ratio.dtype == dtype
+    assert torch.isfinite(ratio).all() and torch.isfinite(new).all()
+    assert (ratio[new32 == 0] == 0).all() and (ratio32 == 0).any()
+    assert torch.equal(new, new32.to(dtype)) and torch.equal(ratio, ratio32.to(dtype))
+
+
+def test_partial_conv_mask_update_float16_official_op_order_would_be_nan():
+    """Why the rule above exists: the unchanged op sequence in float16 is NaN at every hole."""
+    mask = torch.zeros(1, 1, 4, 4, dtype=torch.float16)
+    mask[0, 0, 0, 0] = 1
+    count = F.conv2d(mask.float(), torch.ones(1, 1, 3, 3), padding=1).half()
+    naive = 9 / (count + 1e-8) * torch.clamp(count, 0, 1)
+    assert naive.isnan().any()
+    _, ratio = reference.partial_conv_mask_update(mask, kernel_size=3)
+    assert torch.isfinite(ratio).all()
+
+
+def test_partial_conv_mask_update_ignores_autocast():
+    """Under autocast the conv would run in bfloat16/float16 again; the rule keeps float32."""
+    g = torch.Generator().manual_seed(6)
+    mask = (torch.rand(2, 1, 9, 12, generator=g) > 0.5).float()
+    for m in (mask, mask.bfloat16()):
+        want = reference.partial_conv_mask_update(m, kernel_size=3, stride=2)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = reference.partial_conv_mask_update(m, kernel_size=3, stride=2)
+        for a, b in zip(got, want):
+            assert a.dtype == b.dtype and torch.equal(a, b)
