@@ -9,10 +9,10 @@
   ``ratio = k^2 / (S + 1e-8) * clamp(S, 0, 1)``.
 
 Both match :mod:`mat_kernels.reference` bit for bit. For the ratio this means following the
-reference's op order exactly: ``k^2 / t`` on a tensor is ``reciprocal(t) * k^2`` in PyTorch, and
-every intermediate is rounded to the mask's dtype (PyTorch computes fp16/bf16 ops in fp32 and
-rounds each result). Division uses ``div_rn`` because Triton's ``/`` is the approximate
-``div.full.f32`` on NVIDIA GPUs. Sums of fractional masks are exact (and so bit-identical) when
+reference's op order exactly: ``k^2 / t`` on a tensor is ``reciprocal(t) * k^2`` in PyTorch. Like
+the reference, fp16/bf16 masks are counted and divided in float32 and the results rounded once
+to the mask's dtype (in fp16 itself 1e-8 underflows and the ratio at holes is NaN). Division
+uses ``div_rn`` because Triton's ``/`` is the approximate ``div.full.f32`` on NVIDIA GPUs. Sums of fractional masks are exact (and so bit-identical) when
 the values have few mantissa bits (e.g. multiples of 1/256); for arbitrary fractions the
 summation order of ``F.conv2d``/``torch.sum`` is not specified and the last bit may differ.
 
@@ -123,20 +123,20 @@ def _partial_conv_mask_update_kernel(m_ptr, new_ptr, ratio_ptr, H, W, H_out, W_o
             ix = ox * STRIDE - K // 2 + j
             ok = row_ok & (ix >= 0) & (ix < W)
             s += tl.load(base + iy * stride_h + ix * stride_w, mask=ok, other=0).to(ACC)
-    # The reference's op order, each result rounded to the mask's dtype:
-    #   S = conv2d(...); t = S + 1e-8; ratio = reciprocal(t) * k^2; new = clamp(S, 0, 1);
-    #   ratio = ratio * new.
-    s = _round_to(s, DTYPE, ACC)
-    t = _round_to(s + tl.full([BLOCK_H, BLOCK_W], 1e-8, ACC), DTYPE, ACC)
+    # The reference's op order in ACC (float32, float64 for fp64 masks):
+    #   t = S + 1e-8; ratio = reciprocal(t) * k^2; new = clamp(S, 0, 1); ratio = ratio * new;
+    # fp16/bf16 outputs are rounded once at the end (the reference's fp32 math for those dtypes;
+    # in fp16 itself 1e-8 would underflow and the ratio at holes would be NaN).
+    t = s + tl.full([BLOCK_H, BLOCK_W], 1e-8, ACC)
     one = tl.full([BLOCK_H, BLOCK_W], 1.0, ACC)
     if IS_FP64:
         rcp = one / t  # fp64 division is always IEEE round-to-nearest
     else:
         rcp = tl.math.div_rn(one, t)  # '/' would be the approximate div.full.f32 on GPUs
-    rcp = _round_to(rcp, DTYPE, ACC)
-    ratio = _round_to(rcp * (K * K), DTYPE, ACC)
     new = tl.minimum(tl.maximum(s, 0.0), 1.0)
-    ratio = _round_to(ratio * new, DTYPE, ACC)  # exact in DTYPE now, so the store cast is too
+    ratio = (rcp * (K * K)) * new
+    new = _round_to(new, DTYPE, ACC)  # exact in DTYPE now, so the store casts are too
+    ratio = _round_to(ratio, DTYPE, ACC)
     out_off = b * H_out * W_out + oy * W_out + ox
     tl.store(new_ptr + out_off, new.to(DTYPE), mask=valid_out)
     tl.store(ratio_ptr + out_off, ratio.to(DTYPE), mask=valid_out)
