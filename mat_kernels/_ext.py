@@ -24,6 +24,8 @@ from typing import Optional
 
 import torch
 
+from ._autograd import window_attention_autograd
+
 NAMESPACE = "mat_kernels"
 OP_NAMES = ("window_attention_fwd_cuda", "window_attention_bwd_cuda", "window_mask_update_cuda",
             "partial_conv_mask_update_cuda")
@@ -88,21 +90,8 @@ def register(namespace: str = NAMESPACE) -> None:
 
     bwd_op = getattr(getattr(torch.ops, ns), "window_attention_bwd_cuda")
 
-    def _setup_context(ctx, inputs, output):
-        q, k, v, mask, window_size, shift_size, num_heads, scale = inputs
-        out, lse, new_mask = output
-        ctx.save_for_backward(q, k, v, mask, out, lse)
-        ctx.geometry = (window_size, shift_size, num_heads, scale)
-        ctx.mark_non_differentiable(lse, new_mask)
-
-    def _backward(ctx, grad_out, _grad_lse, _grad_new_mask):
-        q, k, v, mask, out, lse = ctx.saved_tensors
-        if grad_out is None:
-            return (None,) * 8
-        dq, dk, dv = bwd_op(grad_out, q, k, v, mask, out, lse, *ctx.geometry)
-        return dq, dk, dv, None, None, None, None, None
-
-    torch.library.register_autograd(f"{ns}::window_attention_fwd_cuda", _backward, setup_context=_setup_context)
+    backward, setup_context = window_attention_autograd(bwd_op)
+    torch.library.register_autograd(f"{ns}::window_attention_fwd_cuda", backward, setup_context=setup_context)
     _registered.add(namespace)
 
 

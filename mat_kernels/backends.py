@@ -78,6 +78,18 @@ def choose(op: str, backend: str, facts: dict) -> Callable:
     raise RuntimeError(f"no backend can run {op} for {_fmt(facts)} (backend={backend!r}):\n{lines}")
 
 
+def attention_limit_reasons(facts: dict, *, dtypes, max_head_dim: int, max_window_tokens: int) -> List[str]:
+    """The shape and dtype limits a fused attention backend states about ``facts``."""
+    reasons = []
+    if facts["dtype"] not in dtypes:
+        reasons.append(f"dtype must be one of {dtypes}, got {facts['dtype']}")
+    if facts["head_dim"] > max_head_dim:
+        reasons.append(f"head_dim must be <= {max_head_dim}, got {facts['head_dim']}")
+    if facts["window_size"] ** 2 > max_window_tokens:
+        reasons.append(f"window_size**2 must be <= {max_window_tokens}, got {facts['window_size'] ** 2}")
+    return reasons
+
+
 def available(op: str, facts: dict) -> Dict[str, List[str]]:
     """Every backend with its reasons (empty when it can run), for diagnostics and tests."""
     return {name: not_supported_reasons(name, op, facts) for name in BACKENDS}

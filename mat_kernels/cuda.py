@@ -20,6 +20,7 @@ from typing import Optional, Tuple
 import torch
 
 from . import _ext
+from .backends import attention_limit_reasons
 
 __all__ = ["window_attention", "window_mask_update", "partial_conv_mask_update", "not_supported_reasons",
            "UnverifiedBackendWarning"]
@@ -68,12 +69,8 @@ def not_supported_reasons(op: str, facts: dict):
     if device.type != "cuda":
         reasons.append(f"needs CUDA tensors, got {device}")
     if op == "window_attention":
-        if facts["dtype"] not in DTYPES:
-            reasons.append(f"dtype must be one of {DTYPES}, got {facts['dtype']}")
-        if facts["head_dim"] > MAX_HEAD_DIM:
-            reasons.append(f"head_dim must be <= {MAX_HEAD_DIM}, got {facts['head_dim']}")
-        if facts["window_size"] ** 2 > MAX_WINDOW_TOKENS:
-            reasons.append(f"window_size**2 must be <= {MAX_WINDOW_TOKENS}, got {facts['window_size'] ** 2}")
+        reasons += attention_limit_reasons(facts, dtypes=DTYPES, max_head_dim=MAX_HEAD_DIM,
+                                           max_window_tokens=MAX_WINDOW_TOKENS)
         mask_dtype = facts.get("mask_dtype")
         if mask_dtype is not None and mask_dtype not in MASK_DTYPES:
             reasons.append(f"mask dtype must be one of {MASK_DTYPES}, got {mask_dtype}")

@@ -9,6 +9,8 @@ import os
 
 import torch
 
+from ..backends import attention_limit_reasons
+
 __all__ = ["window_attention", "window_mask_update", "partial_conv_mask_update", "not_supported_reasons"]
 
 MAX_HEAD_DIM = 128
@@ -30,14 +32,10 @@ def not_supported_reasons(op: str, facts: dict):
     if device.type != "cuda" and not (interpreting() and device.type == "cpu"):
         reasons.append(f"needs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1), got {device}")
     if op == "window_attention":
-        if facts["dtype"] not in DTYPES:
-            reasons.append(f"dtype must be one of {DTYPES}, got {facts['dtype']}")
-        if facts["head_dim"] > MAX_HEAD_DIM:
-            reasons.append(f"head_dim must be <= {MAX_HEAD_DIM}, got {facts['head_dim']}")
-        if facts["window_size"] ** 2 > MAX_WINDOW_TOKENS:
-            reasons.append(f"window_size**2 must be <= {MAX_WINDOW_TOKENS}, got {facts['window_size'] ** 2}")
+        reasons += attention_limit_reasons(facts, dtypes=DTYPES, max_head_dim=MAX_HEAD_DIM,
+                                           max_window_tokens=MAX_WINDOW_TOKENS)
     return reasons
 
 
-from .autograd import window_attention  # noqa: E402
+from .autograd import window_attention  # noqa: E402  (imports triton: after the limits above)
 from .mask_update import partial_conv_mask_update, window_mask_update  # noqa: E402

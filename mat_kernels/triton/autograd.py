@@ -25,14 +25,13 @@ never cast (its dtype is part of the contract: new_mask has the mask's dtype).
 """
 from __future__ import annotations
 
-import importlib
 from typing import Optional, Tuple
 
 import torch
 from torch.library import triton_op, wrap_triton
 
-# ``from . import window_attention`` would return the package's forwarding function of that name
-_k = importlib.import_module(".window_attention", __package__)
+from .._autograd import window_attention_autograd
+from . import window_attention as _k
 
 _NS = "mat_kernels"
 
@@ -101,23 +100,7 @@ window_attention_fwd = _register("window_attention_fwd_triton", _fwd, _fwd_fake)
 window_attention_bwd = _register("window_attention_bwd_triton", _bwd, _bwd_fake)
 
 
-def _setup_context(ctx, inputs, output):
-    q, k, v, mask, window_size, shift_size, num_heads, scale = inputs
-    out, lse, new_mask = output
-    ctx.save_for_backward(q, k, v, mask, out, lse)
-    ctx.geometry = (window_size, shift_size, num_heads, scale)
-    ctx.mark_non_differentiable(lse, new_mask)
-
-
-def _backward(ctx, dout, dlse, dnew_mask):
-    q, k, v, mask, out, lse = ctx.saved_tensors
-    window_size, shift_size, num_heads, scale = ctx.geometry
-    if dout is None:
-        return None, None, None, None, None, None, None, None
-    dq, dk, dv = window_attention_bwd(dout, q, k, v, mask, out, lse, window_size, shift_size, num_heads, scale)
-    return dq, dk, dv, None, None, None, None, None
-
-
+_backward, _setup_context = window_attention_autograd(window_attention_bwd)
 window_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
