@@ -23,21 +23,22 @@ window_mask_update_kernel(const void* mask, DType dt, int64_t s0, int64_t s1, in
     window_mask_block(mask, dt, stride, new_mask, H, W, ws, shift, window_id(blockIdx.x, H, W, ws));
 }
 
-// The official rule, op by op, rounding to the output dtype after each op as torch does:
+// The official rule, op by op, in Acc (float; double for float64 masks):
 //   S = conv2d(mask, ones(k, k), stride, padding k // 2)      (a box count)
 //   ratio = reciprocal(S + 1e-8) * k^2 * clamp(S, 0, 1)      (Python's `k**2 / t` is reciprocal * k**2)
 //   new_mask = clamp(S, 0, 1)
-// Half and bfloat16 ops compute in float and round, float32 in float, float64 in double. For fp16
-// S + 1e-8 rounds to 0 where S == 0, so ratio is inf * 0 = NaN there, exactly as in the reference.
+// As in the reference, half and bfloat16 masks are computed in float and only the results are
+// rounded (once, by store_mask): in half itself 1e-8 underflows, S + 1e-8 is 0 at a hole and the
+// ratio would be inf * 0 = NaN there. For float32 this is the official float computation.
 template <typename Acc>
-__device__ __forceinline__ void partial_conv_rule(double count, DType out, Acc& new_mask, Acc& ratio, int k2) {
-    const Acc S = static_cast<Acc>(round_to(out, count));
-    const Acc u = static_cast<Acc>(round_to(out, static_cast<double>(S + static_cast<Acc>(1e-8))));
-    const Acc r = static_cast<Acc>(round_to(out, static_cast<double>(static_cast<Acc>(1) / u)));
-    const Acc rk = static_cast<Acc>(round_to(out, static_cast<double>(r * static_cast<Acc>(k2))));
+__device__ __forceinline__ void partial_conv_rule(double count, Acc& new_mask, Acc& ratio, int k2) {
+    const Acc S = static_cast<Acc>(count);
+    const Acc u = S + static_cast<Acc>(1e-8);
+    const Acc r = static_cast<Acc>(1) / u;  // IEEE division (the build does not use fast math)
+    const Acc rk = r * static_cast<Acc>(k2);
     const Acc c = S < static_cast<Acc>(0) ? static_cast<Acc>(0) : (S > static_cast<Acc>(1) ? static_cast<Acc>(1) : S);
     new_mask = c;
-    ratio = static_cast<Acc>(round_to(out, static_cast<double>(rk * c)));
+    ratio = rk * c;
 }
 
 __global__ void __launch_bounds__(kMaskThreads)
@@ -64,12 +65,13 @@ partial_conv_mask_update_kernel(const void* mask, DType in, int64_t s0, int64_t 
     }
     if (out == DType::kFloat64) {
         double nm, r;
-        partial_conv_rule<double>(count, out, nm, r, ksize * ksize);
+        partial_conv_rule<double>(count, nm, r, ksize * ksize);
         store_mask(new_mask, out, idx, nm);
         store_mask(ratio, out, idx, r);
     } else {
         float nm, r;
-        partial_conv_rule<float>(count, out, nm, r, ksize * ksize);
+        partial_conv_rule<float>(count, nm, r, ksize * ksize);
+        // float -> double is exact, so store_mask rounds the float results once to half/bfloat16.
         store_mask(new_mask, out, idx, static_cast<double>(nm));
         store_mask(ratio, out, idx, static_cast<double>(r));
     }
