@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mat_kernels import reference
 from mat_kernels.nn import layers as L
 from mat_kernels.nn.layers import (Conv2dLayer, Conv2dLayerPartial, FullyConnectedLayer, MinibatchStdLayer,
                                    ModulatedConv2d, StyleConv, ToRGB, apply_bias_act, bias_act,
@@ -207,6 +208,29 @@ def test_partial_conv_holes_and_no_mask():
         layer(x, torch.ones(1, 1, 4, 4))
     with pytest.raises(ValueError, match="mask must be None"):
         Conv2dLayerPartial(2, 3, 3, up=2)(x, torch.ones(1, 1, 8, 8))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("down", [1, 2])
+def test_partial_conv_half_precision_layer_is_finite(dtype, down):
+    """A .half()/.bfloat16() layer with a mask of that dtype: the mask rule is computed in float32
+    (in fp16 1e-8 underflows and the official op order gives NaN at every hole), so the output is
+    finite, exactly 0 at the new holes, and conv(x) times the float32 ratio rounded to the dtype."""
+    torch.manual_seed(3)
+    layer = Conv2dLayerPartial(3, 4, 3, activation="lrelu", down=down).to(dtype)
+    x = torch.randn(2, 3, 12, 10).to(dtype)
+    mask32 = (torch.rand(2, 1, 12, 10) > 0.8).float()
+    mask32[1] = 0  # all hole
+    mask32[0, :, :6] = 0  # a hole larger than the kernel
+    with torch.no_grad():
+        y, new_mask = layer(x, mask32.to(dtype))
+        base = layer.conv(x)
+    new32, ratio32 = reference.partial_conv_mask_update(mask32, kernel_size=3, stride=down)
+    assert y.dtype == dtype and new_mask.dtype == dtype
+    assert torch.isfinite(y).all()
+    assert (new32 == 0).any() and torch.all(y[(new32 == 0).expand_as(y)] == 0)
+    assert_mask_equal(new_mask, new32.to(dtype))
+    assert torch.equal(y, base * ratio32.to(dtype))
 
 
 def test_partial_conv_uses_the_ops_entry_point(monkeypatch):
