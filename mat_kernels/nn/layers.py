@@ -233,7 +233,8 @@ class Conv2dLayerPartial(nn.Module):
         if mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[0] != x.shape[0] or mask.shape[2:] != x.shape[2:]:
             raise ValueError(f"mask must have shape (B, 1, H, W) = {(x.shape[0], 1, *x.shape[2:])}, "
                              f"got {tuple(mask.shape)}")
-        # The released code runs the count in x's dtype (its box filter is cast with .to(x)).
+        # The released code casts the mask to x's dtype (its box filter is cast with .to(x)); for
+        # fp16/bf16 the op counts in fp32 and rounds once, since fp16 cannot hold the 1e-8 guard.
         with torch.no_grad():
             new_mask, ratio = ops.partial_conv_mask_update(mask.to(x.dtype), kernel_size=self.kernel_size,
                                                            stride=self.stride, backend=self.backend)
