@@ -87,3 +87,23 @@ def check_mask_image(mask, name: str = "mask") -> None:
         raise ValueError(f"{name} must have shape (B, 1, H, W), got {tuple(mask.shape)}")
     if mask.dtype != torch.bool and mask.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be bool or floating, got {mask.dtype}")
+
+
+def check_window_mask_update_args(mask, window_size, shift_size):
+    """Validate the arguments of ``window_mask_update``; return (B, H, W)."""
+    if not isinstance(mask, torch.Tensor) or mask.ndim not in (3, 4):
+        got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise ValueError(f"mask must be a (B, H, W, 1) or (B, H, W) tensor, got {got}")
+    B, H, W = mask.shape[:3]
+    check_mask(mask, B, H, W, mask.device)
+    check_window_args(H, W, window_size, shift_size)
+    return B, H, W
+
+
+def check_partial_conv_args(mask, kernel_size, stride) -> None:
+    """Validate the arguments of ``partial_conv_mask_update``."""
+    check_mask_image(mask)
+    check_positive_int("kernel_size", kernel_size)
+    if kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+    check_positive_int("stride", stride)

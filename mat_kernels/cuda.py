@@ -19,7 +19,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from . import _ext
+from . import _checks, _ext
 from .backends import attention_limit_reasons
 
 __all__ = ["window_attention", "window_mask_update", "partial_conv_mask_update", "not_supported_reasons",
@@ -107,6 +107,7 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Op
 def window_mask_update(mask: torch.Tensor, *, window_size: int, shift_size: int = 0) -> torch.Tensor:
     """Contract of :func:`mat_kernels.reference.window_mask_update`: (B, H, W, 1) or (B, H, W) in,
     same shape and dtype out."""
+    _checks.check_window_mask_update_args(mask, window_size, shift_size)
     return _ops().window_mask_update_cuda(mask, window_size, shift_size)
 
 
@@ -114,7 +115,6 @@ def partial_conv_mask_update(mask: torch.Tensor, *, kernel_size: int, stride: in
                              ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Contract of :func:`mat_kernels.reference.partial_conv_mask_update`: (B, 1, H, W) in,
     (new_mask, ratio) each (B, 1, H_out, W_out) out, float32 for a bool mask."""
-    if kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+    _checks.check_partial_conv_args(mask, kernel_size, stride)
     new_mask, ratio = _ops().partial_conv_mask_update_cuda(mask, kernel_size, stride)
     return new_mask, ratio

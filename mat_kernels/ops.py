@@ -28,11 +28,7 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Op
 def window_mask_update(mask: torch.Tensor, *, window_size: int, shift_size: int = 0,
                        backend: str = "auto") -> torch.Tensor:
     """The attention mask rule alone; contract of :func:`mat_kernels.reference.window_mask_update`."""
-    if not isinstance(mask, torch.Tensor) or mask.ndim not in (3, 4):
-        raise ValueError("mask must be a (B, H, W, 1) or (B, H, W) tensor")
-    B, H, W = mask.shape[:3]
-    _checks.check_mask(mask, B, H, W, mask.device)
-    _checks.check_window_args(H, W, window_size, shift_size)
+    _checks.check_window_mask_update_args(mask, window_size, shift_size)
     facts = dict(device=mask.device, dtype=mask.dtype, window_size=window_size)
     fn = backends.choose("window_mask_update", backend, facts)
     return fn(mask, window_size=window_size, shift_size=shift_size)
@@ -42,11 +38,7 @@ def partial_conv_mask_update(mask: torch.Tensor, *, kernel_size: int, stride: in
                              backend: str = "auto") -> Tuple[torch.Tensor, torch.Tensor]:
     """The partial-convolution mask rule; contract of
     :func:`mat_kernels.reference.partial_conv_mask_update`."""
-    _checks.check_mask_image(mask)
-    _checks.check_positive_int("kernel_size", kernel_size)
-    if kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-    _checks.check_positive_int("stride", stride)
+    _checks.check_partial_conv_args(mask, kernel_size, stride)
     facts = dict(device=mask.device, dtype=mask.dtype, kernel_size=kernel_size, stride=stride)
     fn = backends.choose("partial_conv_mask_update", backend, facts)
     return fn(mask, kernel_size=kernel_size, stride=stride)

@@ -254,12 +254,7 @@ def window_mask_update(mask: torch.Tensor, *, window_size: int, shift_size: int 
     Returns:
         The new mask, same shape and dtype, in the un-shifted layout.
     """
-    if not isinstance(mask, torch.Tensor) or mask.ndim not in (3, 4):
-        raise ValueError(f"mask must be a (B, H, W, 1) or (B, H, W) tensor, got "
-                         f"{tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__}")
-    B, H, W = mask.shape[:3]
-    _checks.check_mask(mask, B, H, W, mask.device)
-    _checks.check_window_args(H, W, window_size, shift_size)
+    _checks.check_window_mask_update_args(mask, window_size, shift_size)
     _check_device(mask)
     return torch.ops.mat_kernels.window_mask_update_triton(mask, window_size, shift_size)
 
@@ -274,11 +269,7 @@ def partial_conv_mask_update(mask: torch.Tensor, *, kernel_size: int, stride: in
         (new_mask, ratio), each (B, 1, H_out, W_out), H_out = (H - 1) // stride + 1, in the mask's
         floating dtype (float32 for bool).
     """
-    _checks.check_mask_image(mask)
-    _checks.check_positive_int("kernel_size", kernel_size)
-    if kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-    _checks.check_positive_int("stride", stride)
+    _checks.check_partial_conv_args(mask, kernel_size, stride)
     _check_device(mask)
     return torch.ops.mat_kernels.partial_conv_mask_update_triton(mask, kernel_size, stride)
 
