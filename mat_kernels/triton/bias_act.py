@@ -31,6 +31,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._common import _round_to
+
 __all__ = ["bias_act_triton", "can_use_bias_act_triton", "SUPPORTED_ACTS", "aot_configs"]
 
 # name -> (kernel code, default alpha, default gain), as in the reference's table.
@@ -42,19 +44,6 @@ _BLOCK = 1024  # elements per program: 8 per thread at 4 warps, enough in flight
 # ----------------------------------------------------------------------------------------------
 # Kernels
 # ----------------------------------------------------------------------------------------------
-@triton.jit
-def _round_to(v, DTYPE: tl.constexpr, ACC: tl.constexpr):
-    """Round an ACC value to x's dtype and back (how PyTorch stores a fp16/bf16 op's result)."""
-    if DTYPE == tl.bfloat16:
-        # Round to nearest even by hand: same as the GPU's cvt.rn.bf16.f32, while the
-        # interpreter's own fp32 -> bf16 cast truncates.
-        u = v.to(tl.uint32, bitcast=True)
-        u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
-        return u.to(tl.float32, bitcast=True)
-    else:
-        return v.to(DTYPE).to(ACC)
-
-
 @triton.jit
 def _offsets(n, BLOCK: tl.constexpr, OFFS_64: tl.constexpr):
     if OFFS_64:

@@ -30,6 +30,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._common import _round_to
+
 from .. import _checks
 
 __all__ = ["window_mask_update", "partial_conv_mask_update", "window_mask_update_triton",
@@ -39,20 +41,6 @@ __all__ = ["window_mask_update", "partial_conv_mask_update", "window_mask_update
 # ----------------------------------------------------------------------------------------------
 # Kernels
 # ----------------------------------------------------------------------------------------------
-@triton.jit
-def _round_to(v, DTYPE: tl.constexpr, ACC: tl.constexpr):
-    """Round an ACC-precision value to the mask's dtype and back: how PyTorch stores each
-    intermediate of a fp16/bf16 op (a no-op for fp32/fp64)."""
-    if DTYPE == tl.bfloat16:
-        # Round to nearest even by hand: same result as the GPU's cvt.rn.bf16.f32, and the
-        # interpreter's own fp32 -> bf16 cast truncates, which would make CPU tests lie.
-        u = v.to(tl.uint32, bitcast=True)
-        u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
-        return u.to(tl.float32, bitcast=True)
-    else:
-        return v.to(DTYPE).to(ACC)
-
-
 @triton.jit
 def _window_mask_update_kernel(m_ptr, out_ptr, H, W, n_win_h, n_win_w, stride_b, stride_h, stride_w,
                                shift, WS: tl.constexpr, BLOCK: tl.constexpr, WIN_BLOCK: tl.constexpr,

@@ -1,0 +1,17 @@
+"""Small @triton.jit helpers shared by the kernel modules."""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _round_to(v, DTYPE: tl.constexpr, ACC: tl.constexpr):
+    """Round an ACC-precision value to DTYPE and back: how PyTorch stores the result of one
+    fp16/bf16 op (a no-op for fp32/fp64)."""
+    if DTYPE == tl.bfloat16:
+        # Round to nearest even by hand: the GPU's cvt.rn.bf16.f32 does the same, while the
+        # interpreter's own fp32 -> bf16 cast truncates, which would make the CPU tests lie.
+        u = v.to(tl.uint32, bitcast=True)
+        u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+        return u.to(tl.float32, bitcast=True)
+    else:
+        return v.to(DTYPE).to(ACC)
