@@ -44,21 +44,24 @@ MASK_BIAS = -100.0
 # index helpers (inlined)
 # ----------------------------------------------------------------------------------------------
 @triton.jit
-def _token_rc(n, wy, wx, H, W, shift, WS: tl.constexpr):
-    """Image row/col of window tokens ``n`` and their rolled-frame row/col (for region ids)."""
-    ty = n // WS
-    tx = n % WS
-    rr = wy * WS + ty
-    rc = wx * WS + tx
-    return (rr + shift) % H, (rc + shift) % W, rr, rc
+def _token_yx(n, wy, wx, H, W, shift, WS: tl.constexpr):
+    """Image row/col of window tokens ``n`` (rolled-frame window (wy, wx), rolled back by shift)."""
+    return (wy * WS + n // WS + shift) % H, (wx * WS + n % WS + shift) % W
 
 
 @triton.jit
-def _region(rr, rc, H, W, shift, WS: tl.constexpr):
-    """MAT's 9-region id of rolled-frame coordinates: rows split [0,H-ws), [H-ws,H-s), [H-s,H)."""
-    rp = (rr >= H - WS).to(tl.int32) + (rr >= H - shift).to(tl.int32)
-    cp = (rc >= W - WS).to(tl.int32) + (rc >= W - shift).to(tl.int32)
-    return rp * 3 + cp
+def _region(n, last_y, last_x, shift, WS: tl.constexpr):
+    """A code of MAT's shift region of window tokens ``n``, equal for two tokens of one window
+    exactly when their 9-region ids are equal.
+
+    MAT splits rolled-frame rows into [0, H-ws), [H-ws, H-s), [H-s, H) (columns alike). H and W
+    are multiples of ws and 0 < s < ws, so within one window the row part can differ only in the
+    last window row (wy == H/ws - 1), between local rows < ws-s and >= ws-s. The code is built
+    from the local row/col alone (two int compares, no image coordinates kept live), which keeps
+    register pressure down. ``last_y``/``last_x``: whether the window is in the last row/col."""
+    ry = (last_y & ((n // WS) >= WS - shift)).to(tl.int32)
+    rx = (last_x & ((n % WS) >= WS - shift)).to(tl.int32)
+    return ry * 2 + rx
 
 
 @triton.jit
@@ -97,26 +100,27 @@ def _fwd_kernel(Q, K, V, M, O, LSE, NM,
     w = bw % n_win
     wy = w // n_wx
     wx = w % n_wx
+    last_y = wy == n_win // n_wx - 1  # last window row / column: see _region
+    last_x = wx == n_wx - 1
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < HEAD_DIM
     m_ok = offs_m < N
     ch = h * HEAD_DIM + offs_d
-    qy, qx, qry, qrx = _token_rc(offs_m, wy, wx, H, W, shift, WS)
+    qy, qx = _token_yx(offs_m, wy, wx, H, W, shift, WS)
     q_ptrs = Q + b * sqb + qy[:, None] * sqh + qx[:, None] * sqw + ch[None, :] * sqc
     q = tl.load(q_ptrs, mask=m_ok[:, None] & d_ok[None, :], other=0.0)
     if HAS_SHIFT:
-        q_reg = _region(qry, qrx, H, W, shift, WS)
+        q_reg = _region(offs_m, last_y, last_x, shift, WS)
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    msum = tl.zeros([BLOCK_N], tl.float32)
     for start_n in range(0, N, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         n_ok = offs_n < N
-        ky, kx, kry, krx = _token_rc(offs_n, wy, wx, H, W, shift, WS)
+        ky, kx = _token_yx(offs_n, wy, wx, H, W, shift, WS)
         kv_mask = n_ok[:, None] & d_ok[None, :]
         k = tl.load(K + b * skb + ky[:, None] * skh + kx[:, None] * skw + ch[None, :] * skc,
                     mask=kv_mask, other=0.0)
@@ -124,11 +128,10 @@ def _fwd_kernel(Q, K, V, M, O, LSE, NM,
                     mask=kv_mask, other=0.0)
         s = _dot(q, tl.trans(k), DOT_PREC, UPCAST) * scale
         if HAS_SHIFT:
-            k_reg = _region(kry, krx, H, W, shift, WS)
+            k_reg = _region(offs_n, last_y, last_x, shift, WS)
             s = s + tl.where(q_reg[:, None] != k_reg[None, :], -100.0, 0.0)
         if HAS_MASK:
             mv = tl.load(M + b * smb + ky * smh + kx * smw, mask=n_ok, other=0).to(tl.float32)
-            msum += mv
             s = s + _key_bias(mv)[None, :]
         # padded keys are excluded outright (they are not tokens); every block has a real key
         s = tl.where(n_ok[None, :], s, float("-inf"))
@@ -146,11 +149,19 @@ def _fwd_kernel(Q, K, V, M, O, LSE, NM,
 
     if HAS_MASK:
         if (h == 0) & (pid_m == 0):
-            # mask update: every token of the window gets clamp(sum, 0, 1) (bool: any)
+            # mask update: every token of the window gets clamp(sum, 0, 1) (bool: any). The sum
+            # is a second pass over the window's mask (N values, one program per window) rather
+            # than an accumulator in the attention loop, which would hold registers in every
+            # program for the benefit of one.
+            msum = tl.zeros([BLOCK_N], tl.float32)
+            for start_n in range(0, N, BLOCK_N):
+                offs_n = start_n + tl.arange(0, BLOCK_N)
+                ny, nx = _token_yx(offs_n, wy, wx, H, W, shift, WS)
+                msum += tl.load(M + b * smb + ny * smh + nx * smw, mask=offs_n < N, other=0).to(tl.float32)
             total = tl.minimum(tl.maximum(tl.sum(msum, 0), 0.0), 1.0)
             for start_n in range(0, N, BLOCK_N):
                 offs_n = start_n + tl.arange(0, BLOCK_N)
-                ny, nx, _ry, _rx = _token_rc(offs_n, wy, wx, H, W, shift, WS)
+                ny, nx = _token_yx(offs_n, wy, wx, H, W, shift, WS)
                 val = tl.zeros([BLOCK_N], tl.float32) + total
                 tl.store(NM + b * snb + ny * snh + nx * snw, val.to(NM.dtype.element_ty), mask=offs_n < N)
 
@@ -179,7 +190,7 @@ def _bwd_preprocess(O, DO, DELTA,
     m_ok = offs_m < N
     ld = m_ok[:, None] & (offs_d < HEAD_DIM)[None, :]
     ch = h * HEAD_DIM + offs_d
-    y, x, _ry, _rx = _token_rc(offs_m, wy, wx, H, W, shift, WS)
+    y, x = _token_yx(offs_m, wy, wx, H, W, shift, WS)
     o = tl.load(O + b * sob + y[:, None] * soh + x[:, None] * sow + ch[None, :] * soc, mask=ld, other=0.0)
     do = tl.load(DO + b * sdb + y[:, None] * sdh + x[:, None] * sdw + ch[None, :] * sdc, mask=ld, other=0.0)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
@@ -205,13 +216,15 @@ def _bwd_dkdv(Q, K, V, M, DO, LSE, DELTA, DK, DV,
     w = bw % n_win
     wy = w // n_wx
     wx = w % n_wx
+    last_y = wy == n_win // n_wx - 1  # last window row / column: see _region
+    last_x = wx == n_wx - 1
 
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < HEAD_DIM
     n_ok = offs_n < N
     ch = h * HEAD_DIM + offs_d
-    ky, kx, kry, krx = _token_rc(offs_n, wy, wx, H, W, shift, WS)
+    ky, kx = _token_yx(offs_n, wy, wx, H, W, shift, WS)
     kv_mask = n_ok[:, None] & d_ok[None, :]
     k = tl.load(K + b * skb + ky[:, None] * skh + kx[:, None] * skw + ch[None, :] * skc, mask=kv_mask, other=0.0)
     v = tl.load(V + b * svb + ky[:, None] * svh + kx[:, None] * svw + ch[None, :] * svc, mask=kv_mask, other=0.0)
@@ -221,14 +234,14 @@ def _bwd_dkdv(Q, K, V, M, DO, LSE, DELTA, DK, DV,
         mv = tl.load(M + b * smb + ky * smh + kx * smw, mask=n_ok, other=0).to(tl.float32)
         kbias = _key_bias(mv)
     if HAS_SHIFT:
-        k_reg = _region(kry, krx, H, W, shift, WS)
+        k_reg = _region(offs_n, last_y, last_x, shift, WS)
 
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     for start_m in range(0, N, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
         m_ok = offs_m < N
-        qy, qx, qry, qrx = _token_rc(offs_m, wy, wx, H, W, shift, WS)
+        qy, qx = _token_yx(offs_m, wy, wx, H, W, shift, WS)
         q_mask = m_ok[:, None] & d_ok[None, :]
         q = tl.load(Q + b * sqb + qy[:, None] * sqh + qx[:, None] * sqw + ch[None, :] * sqc, mask=q_mask, other=0.0)
         do = tl.load(DO + b * sdb + qy[:, None] * sdh + qx[:, None] * sdw + ch[None, :] * sdc,
@@ -237,7 +250,7 @@ def _bwd_dkdv(Q, K, V, M, DO, LSE, DELTA, DK, DV,
         delta = tl.load(DELTA + pid * N + offs_m, mask=m_ok, other=0.0)
         st = _dot(k, tl.trans(q), DOT_PREC, UPCAST) * scale  # (BLOCK_N, BLOCK_M)
         if HAS_SHIFT:
-            q_reg = _region(qry, qrx, H, W, shift, WS)
+            q_reg = _region(offs_m, last_y, last_x, shift, WS)
             st = st + tl.where(k_reg[:, None] != q_reg[None, :], -100.0, 0.0)
         st = st + kbias[:, None]
         pt = tl.exp(st - lse[None, :])
@@ -270,32 +283,34 @@ def _bwd_dq(Q, K, V, M, DO, LSE, DELTA, DQ,
     w = bw % n_win
     wy = w // n_wx
     wx = w % n_wx
+    last_y = wy == n_win // n_wx - 1  # last window row / column: see _region
+    last_x = wx == n_wx - 1
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < HEAD_DIM
     m_ok = offs_m < N
     ch = h * HEAD_DIM + offs_d
-    qy, qx, qry, qrx = _token_rc(offs_m, wy, wx, H, W, shift, WS)
+    qy, qx = _token_yx(offs_m, wy, wx, H, W, shift, WS)
     q_mask = m_ok[:, None] & d_ok[None, :]
     q = tl.load(Q + b * sqb + qy[:, None] * sqh + qx[:, None] * sqw + ch[None, :] * sqc, mask=q_mask, other=0.0)
     do = tl.load(DO + b * sdb + qy[:, None] * sdh + qx[:, None] * sdw + ch[None, :] * sdc, mask=q_mask, other=0.0)
     lse = tl.load(LSE + pid * N + offs_m, mask=m_ok, other=0.0)
     delta = tl.load(DELTA + pid * N + offs_m, mask=m_ok, other=0.0)
     if HAS_SHIFT:
-        q_reg = _region(qry, qrx, H, W, shift, WS)
+        q_reg = _region(offs_m, last_y, last_x, shift, WS)
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for start_n in range(0, N, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         n_ok = offs_n < N
-        ky, kx, kry, krx = _token_rc(offs_n, wy, wx, H, W, shift, WS)
+        ky, kx = _token_yx(offs_n, wy, wx, H, W, shift, WS)
         kv_mask = n_ok[:, None] & d_ok[None, :]
         k = tl.load(K + b * skb + ky[:, None] * skh + kx[:, None] * skw + ch[None, :] * skc, mask=kv_mask, other=0.0)
         v = tl.load(V + b * svb + ky[:, None] * svh + kx[:, None] * svw + ch[None, :] * svc, mask=kv_mask, other=0.0)
         s = _dot(q, tl.trans(k), DOT_PREC, UPCAST) * scale
         if HAS_SHIFT:
-            k_reg = _region(kry, krx, H, W, shift, WS)
+            k_reg = _region(offs_n, last_y, last_x, shift, WS)
             s = s + tl.where(q_reg[:, None] != k_reg[None, :], -100.0, 0.0)
         if HAS_MASK:
             mv = tl.load(M + b * smb + ky * smh + kx * smw, mask=n_ok, other=0).to(tl.float32)
@@ -333,19 +348,39 @@ def _padded_tokens(window_size: int) -> int:
 def device_config(window_size: int, head_dim: int, dtype: torch.dtype) -> dict:
     """Tile sizes and launch options for one shape on a GPU (the ones ``aot_configs`` compiles).
 
+    Returns {"BLOCK_M", "BLOCK_N", "BLOCK_D", "num_warps", "num_stages"} for the forward and the
+    backward preprocess, plus optional "dkdv" / "dq" dicts overriding BLOCK_M / BLOCK_N for those
+    two backward kernels (see :func:`kernel_tiles`).
+
     fp16/bf16: query and key tiles of 64 tokens for head_dim <= 32 (MAT's 30: a whole 64-token
     window of window 8 in one tile; 256-token windows of window 16 in 4 x 4 tiles), 32 for
     head_dim <= 64 and 16 above, smaller for small windows.
     fp32 (exact "ieee" products run on FMA units, whose operand layouts need far more registers
-    than tensor-core tiles): 32-token tiles, 16 for head_dim > 32, which keeps them from spilling.
+    than tensor-core tiles), head_dim <= 32: forward 16 queries x 32 keys, dk/dv and dq 32 x 32;
+    16 x 16 tiles for head_dim > 32. Without a register cap ptxas (Triton 3.6's and 3.9's) picks
+    an occupancy-driven budget of 96 or 128 registers for some kernels and then spills a few
+    bytes: the 32 x 32 forward did so at window 8 with a mask, a 32 x 16 dk/dv and a 16 x 32 dq
+    at other MAT shapes. The tiles here were chosen per kernel so that every MAT config compiles
+    without a spill on sm_80 and sm_90 under both Triton versions (the compile gate checks
+    exactly these, see ``aot_configs``).
     """
     NP = _padded_tokens(window_size)
     bd = block_d(head_dim)
     if dtype == torch.float32:
-        tile = 16 if bd > 32 else 32
-    else:
-        tile = 64 if bd <= 32 else (32 if bd <= 64 else 16)
+        if bd > 32:
+            return dict(BLOCK_M=min(16, NP), BLOCK_N=min(16, NP), BLOCK_D=bd, num_warps=4, num_stages=2)
+        return dict(BLOCK_M=min(16, NP), BLOCK_N=min(32, NP), BLOCK_D=bd, num_warps=4, num_stages=2,
+                    dkdv=dict(BLOCK_M=min(32, NP), BLOCK_N=min(32, NP)),
+                    dq=dict(BLOCK_M=min(32, NP), BLOCK_N=min(32, NP)))
+    tile = 64 if bd <= 32 else (32 if bd <= 64 else 16)
     return dict(BLOCK_M=min(tile, NP), BLOCK_N=min(tile, NP), BLOCK_D=bd, num_warps=4, num_stages=2)
+
+
+def kernel_tiles(cfg: dict, kernel: str) -> dict:
+    """``cfg`` with the overrides of one kernel ("fwd", "pre", "dkdv" or "dq") applied."""
+    out = {k: v for k, v in cfg.items() if k not in ("dkdv", "dq")}
+    out.update(cfg.get(kernel, {}))
+    return out
 
 
 def interpreter_config(window_size: int, head_dim: int, dtype: torch.dtype) -> dict:
@@ -434,18 +469,20 @@ def bwd_launch(launch, dout, q, k, v, mask, out, lse, delta, dq, dk, dv,
         out, dout, delta, *out.stride(), *dout.stride(), H, W, n_wx, n_win, num_heads, shift_size,
         WS=window_size, HEAD_DIM=head_dim, BLOCK_M=cfg["BLOCK_M"], BLOCK_D=cfg["BLOCK_D"],
         num_warps=cfg["num_warps"])
-    common = dict(WS=window_size, HEAD_DIM=head_dim, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
-                  BLOCK_D=cfg["BLOCK_D"], HAS_MASK=has_mask, HAS_SHIFT=shift_size > 0,
-                  DOT_PREC=_dot_prec(q.dtype), UPCAST=_upcast(q.dtype), num_warps=cfg["num_warps"],
-        num_stages=cfg["num_stages"])
-    launch(_bwd_dkdv)[(triton.cdiv(N, cfg["BLOCK_N"]), rows)](
+    common = dict(WS=window_size, HEAD_DIM=head_dim, BLOCK_D=cfg["BLOCK_D"], HAS_MASK=has_mask,
+                  HAS_SHIFT=shift_size > 0, DOT_PREC=_dot_prec(q.dtype), UPCAST=_upcast(q.dtype))
+    t = kernel_tiles(cfg, "dkdv")
+    launch(_bwd_dkdv)[(triton.cdiv(N, t["BLOCK_N"]), rows)](
         q, k, v, m, dout, lse, delta, dk, dv,
         *q.stride(), *k.stride(), *v.stride(), smb, smh, smw, *dout.stride(), *dk.stride(),
-        H, W, n_wx, n_win, num_heads, shift_size, scale, **common)
-    launch(_bwd_dq)[(triton.cdiv(N, cfg["BLOCK_M"]), rows)](
+        H, W, n_wx, n_win, num_heads, shift_size, scale, **common, BLOCK_M=t["BLOCK_M"],
+        BLOCK_N=t["BLOCK_N"], num_warps=t["num_warps"], num_stages=t["num_stages"])
+    t = kernel_tiles(cfg, "dq")
+    launch(_bwd_dq)[(triton.cdiv(N, t["BLOCK_M"]), rows)](
         q, k, v, m, dout, lse, delta, dq,
         *q.stride(), *k.stride(), *v.stride(), smb, smh, smw, *dout.stride(), *dq.stride(),
-        H, W, n_wx, n_win, num_heads, shift_size, scale, **common)
+        H, W, n_wx, n_win, num_heads, shift_size, scale, **common, BLOCK_M=t["BLOCK_M"],
+        BLOCK_N=t["BLOCK_N"], num_warps=t["num_warps"], num_stages=t["num_stages"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -504,12 +541,16 @@ def aot_configs():
                         "LSE": "*fp32", "DELTA": "*fp32"}
                 dkdv = dict(bsig, DK=f"*{tt}", DV=f"*{tt}", **strides_qkv, **sm, **_strides("sd"),
                             **_strides("sg"), **geo, scale="fp32")
-                out.append(dict(name=f"bwd_dkdv_{mtag}", fn=_bwd_dkdv, signature=dkdv, constexprs=dict(cst),
-                                mat_shape=mat, **launch))
+                t = kernel_tiles(cfg, "dkdv")
+                out.append(dict(name=f"bwd_dkdv_{mtag}", fn=_bwd_dkdv, signature=dkdv,
+                                constexprs=dict(cst, BLOCK_M=t["BLOCK_M"], BLOCK_N=t["BLOCK_N"]),
+                                mat_shape=mat, num_warps=t["num_warps"], num_stages=t["num_stages"], dtype=tt))
                 dqs = dict(bsig, DQ=f"*{tt}", **strides_qkv, **sm, **_strides("sd"), **_strides("sg"),
                            **geo, scale="fp32")
-                out.append(dict(name=f"bwd_dq_{mtag}", fn=_bwd_dq, signature=dqs, constexprs=dict(cst),
-                                mat_shape=mat, **launch))
+                t = kernel_tiles(cfg, "dq")
+                out.append(dict(name=f"bwd_dq_{mtag}", fn=_bwd_dq, signature=dqs,
+                                constexprs=dict(cst, BLOCK_M=t["BLOCK_M"], BLOCK_N=t["BLOCK_N"]),
+                                mat_shape=mat, num_warps=t["num_warps"], num_stages=t["num_stages"], dtype=tt))
     return out
 
 

@@ -228,6 +228,22 @@ def test_device_tiles(monkeypatch):
     check_against_reference(1, 16, 16, 2, 30, 16, 5, mask)
 
 
+def test_device_tiles_fp32(monkeypatch):
+    """fp32's GPU tiling in the interpreter: unequal query and key tiles, different per kernel
+    (forward 16 x 32, dk/dv and dq their own overrides, so grids and loops differ), with a shift
+    on a 3 x 2 window grid (last-row and last-column shift regions, rectangular image) and a
+    mask."""
+    monkeypatch.setattr(kernels, "kernel_config",
+                        lambda ws, hd, dt: kernels.device_config(ws, hd, torch.float32))
+    cfg = kernels.kernel_config(8, 30, torch.float32)
+    assert (cfg["BLOCK_M"], cfg["BLOCK_N"]) == (16, 32)
+    assert kernels.kernel_tiles(cfg, "dkdv")["BLOCK_N"] != kernels.kernel_tiles(cfg, "dq")["BLOCK_M"] or \
+        kernels.kernel_tiles(cfg, "dkdv")["BLOCK_M"] != cfg["BLOCK_M"]
+    g = torch.Generator().manual_seed(11)
+    mask = make_mask("random", 1, 24, 16, 8, generator=g, dtype=torch.float32)
+    check_against_reference(1, 24, 16, 1, 30, 8, 4, mask)
+
+
 def test_ops_dispatches_to_triton(monkeypatch):
     """ops.window_attention(backend="triton") reaches the fused forward and backward launchers."""
     calls = []
