@@ -30,8 +30,6 @@ dtype (probabilities are cast to it before P @ V, as flash attention does); fp32
 """
 from __future__ import annotations
 
-import sys
-import types
 
 import torch
 import triton
@@ -552,18 +550,3 @@ def aot_configs():
                                 constexprs=dict(cst, BLOCK_M=t["BLOCK_M"], BLOCK_N=t["BLOCK_N"]),
                                 mat_shape=mat, num_warps=t["num_warps"], num_stages=t["num_stages"], dtype=tt))
     return out
-
-
-# ----------------------------------------------------------------------------------------------
-# Importing this submodule makes Python bind ``mat_kernels.triton.window_attention`` to the
-# module, shadowing the package's forwarding function of the same name (which the backend
-# registry looks up with getattr). Making the module callable with the same signature keeps
-# ``mat_kernels.triton.window_attention(q, k, v, ...)`` working whichever import came first.
-# ----------------------------------------------------------------------------------------------
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args, **kwargs):
-        from .autograd import window_attention as impl
-        return impl(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -12,6 +12,8 @@ from __future__ import annotations
 import itertools
 import os
 
+import types
+
 import pytest
 import torch
 
@@ -265,11 +267,14 @@ def test_ops_dispatches_to_triton(monkeypatch):
         assert_close(t.grad, r.grad, OP, "bwd", name=name)
 
 
-def test_package_entry_survives_submodule_import():
-    """Importing the kernel submodule rebinds ``mat_kernels.triton.window_attention`` to it; the
-    module is callable so the backend registry's getattr still gets a working op."""
-    import mat_kernels.triton as backend
-    fn = getattr(backend, "window_attention")
+def test_backend_entry_is_the_op_not_the_kernel_module():
+    """The registry's Triton entry (mat_kernels.triton._backend) exposes the op function, which
+    the kernel submodule of the same name cannot shadow."""
+    import mat_kernels.triton.window_attention  # noqa: F401  (the submodule, imported first)
+    from mat_kernels import backends
+    fn = backends.choose("window_attention", "triton", dict(device=torch.device(DEVICE), dtype=torch.float32,
+                                                            head_dim=16, window_size=8))
+    assert callable(fn) and not isinstance(fn, types.ModuleType)
     (q, k, v), _ = _inputs(1, 8, 8, 16, torch.float32)
     out, nm = fn(q, k, v, None, window_size=8, num_heads=1)
     assert nm is None and out.shape == q.shape
