@@ -42,6 +42,20 @@ MASK_BIAS = -100.0
 # index helpers (inlined)
 # ----------------------------------------------------------------------------------------------
 @triton.jit
+def _program_window(pid, num_heads, n_win, n_wx):
+    """Decode a program id ((b * n_win) + window) * num_heads + head into the head, the batch
+    index (int64, for offsets), the window's row and column, and whether the window is in the
+    last window row / column (see _region)."""
+    h = pid % num_heads
+    bw = pid // num_heads
+    b = (bw // n_win).to(tl.int64)
+    w = bw % n_win
+    wy = w // n_wx
+    wx = w % n_wx
+    return h, b, wy, wx, wy == n_win // n_wx - 1, wx == n_wx - 1
+
+
+@triton.jit
 def _token_yx(n, wy, wx, H, W, shift, WS: tl.constexpr):
     """Image row/col of window tokens ``n`` (rolled-frame window (wy, wx), rolled back by shift)."""
     return (wy * WS + n // WS + shift) % H, (wx * WS + n % WS + shift) % W
@@ -92,14 +106,7 @@ def _fwd_kernel(Q, K, V, M, O, LSE, NM,
     N: tl.constexpr = WS * WS
     pid_m = tl.program_id(0)
     pid = tl.program_id(1)  # ((b * n_win) + window) * num_heads + head
-    h = pid % num_heads
-    bw = pid // num_heads
-    b = (bw // n_win).to(tl.int64)
-    w = bw % n_win
-    wy = w // n_wx
-    wx = w % n_wx
-    last_y = wy == n_win // n_wx - 1  # last window row / column: see _region
-    last_x = wx == n_wx - 1
+    h, b, wy, wx, last_y, last_x = _program_window(pid, num_heads, n_win, n_wx)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
@@ -177,12 +184,7 @@ def _bwd_preprocess(O, DO, DELTA,
     N: tl.constexpr = WS * WS
     pid_m = tl.program_id(0)
     pid = tl.program_id(1)
-    h = pid % num_heads
-    bw = pid // num_heads
-    b = (bw // n_win).to(tl.int64)
-    w = bw % n_win
-    wy = w // n_wx
-    wx = w % n_wx
+    h, b, wy, wx, _last_y, _last_x = _program_window(pid, num_heads, n_win, n_wx)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     m_ok = offs_m < N
@@ -208,14 +210,7 @@ def _bwd_dkdv(Q, K, V, M, DO, LSE, DELTA, DK, DV,
     N: tl.constexpr = WS * WS
     pid_n = tl.program_id(0)
     pid = tl.program_id(1)
-    h = pid % num_heads
-    bw = pid // num_heads
-    b = (bw // n_win).to(tl.int64)
-    w = bw % n_win
-    wy = w // n_wx
-    wx = w % n_wx
-    last_y = wy == n_win // n_wx - 1  # last window row / column: see _region
-    last_x = wx == n_wx - 1
+    h, b, wy, wx, last_y, last_x = _program_window(pid, num_heads, n_win, n_wx)
 
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
@@ -275,14 +270,7 @@ def _bwd_dq(Q, K, V, M, DO, LSE, DELTA, DQ,
     N: tl.constexpr = WS * WS
     pid_m = tl.program_id(0)
     pid = tl.program_id(1)
-    h = pid % num_heads
-    bw = pid // num_heads
-    b = (bw // n_win).to(tl.int64)
-    w = bw % n_win
-    wy = w // n_wx
-    wx = w % n_wx
-    last_y = wy == n_win // n_wx - 1  # last window row / column: see _region
-    last_x = wx == n_wx - 1
+    h, b, wy, wx, last_y, last_x = _program_window(pid, num_heads, n_win, n_wx)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
