@@ -24,6 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ._weights import find_weight_file
+
 __all__ = [
     "VGG19_FILENAME", "VGG19_LAYER_INDEX", "find_vgg19_weights", "VGG19Features", "load_vgg19_features",
     "PerceptualLoss", "gram_matrix", "style_loss", "reconstruction_loss",
@@ -62,26 +64,9 @@ def find_vgg19_weights(path: Optional[Union[str, os.PathLike]] = None) -> str:
     (``$TORCH_HOME/hub/checkpoints/vgg19-dcbbb3f4.pth``, by default ``~/.cache/torch/...``).
     Raises FileNotFoundError naming the file and the places it was looked for.
     """
-    tried = []
-    if path is not None:
-        if os.path.isfile(path):
-            return os.fspath(path)
-        raise FileNotFoundError(f"vgg_path: VGG19 weight file {os.fspath(path)!r} does not exist "
-                                f"(expected torchvision's {VGG19_FILENAME})")
-    env = os.environ.get("MAT_KERNELS_VGG19")
-    if env:
-        if os.path.isfile(env):
-            return env
-        tried.append(f"$MAT_KERNELS_VGG19={env}")
-    hub = os.path.join(torch.hub.get_dir(), "checkpoints", VGG19_FILENAME)
-    if os.path.isfile(hub):
-        return hub
-    tried.append(hub)
-    raise FileNotFoundError(
-        f"VGG19 weights for the perceptual loss not found (looked at: {', '.join(tried)}). "
-        f"Nothing is downloaded at run time: copy torchvision's ImageNet VGG19 file {VGG19_FILENAME} "
-        f"to {hub}, or point MAT_KERNELS_VGG19 (or the vgg_path argument) at it.")
-
+    return find_weight_file(path, arg="vgg_path", env="MAT_KERNELS_VGG19", filename=VGG19_FILENAME,
+                            what="VGG19 weights for the perceptual loss",
+                            source="torchvision's ImageNet VGG19 file")
 
 class VGG19Features(nn.Module):
     """torchvision's ``vgg19().features`` truncated after ``last_layer``, same parameter names.

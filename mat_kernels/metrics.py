@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ._weights import find_weight_file
 
 __all__ = ["l1", "mse", "l2", "psnr", "ssim", "gaussian_window",
            "FeatureStats", "frechet_distance", "ids_scores", "InceptionFeatures", "find_inception_weights",
@@ -202,25 +204,9 @@ INCEPTION_FILENAME = "inception-2015-12-05.pt"
 
 def find_inception_weights(path: Optional[PathLike] = None) -> str:
     """NVIDIA's TorchScript Inception file: ``path``, ``$MAT_KERNELS_INCEPTION``, or torch hub's folder."""
-    if path is not None:
-        if os.path.isfile(path):
-            return os.fspath(path)
-        raise FileNotFoundError(f"path: Inception file {os.fspath(path)!r} does not exist (expected {INCEPTION_FILENAME})")
-    tried = []
-    env = os.environ.get("MAT_KERNELS_INCEPTION")
-    if env:
-        if os.path.isfile(env):
-            return env
-        tried.append(f"$MAT_KERNELS_INCEPTION={env}")
-    hub = os.path.join(torch.hub.get_dir(), "checkpoints", INCEPTION_FILENAME)
-    if os.path.isfile(hub):
-        return hub
-    tried.append(hub)
-    raise FileNotFoundError(
-        f"Inception weights for FID/P-IDS/U-IDS not found (looked at: {', '.join(tried)}). Nothing is "
-        f"downloaded at run time: copy NVIDIA's TorchScript {INCEPTION_FILENAME} (the StyleGAN2-ADA "
-        f"metrics file) to {hub}, or point MAT_KERNELS_INCEPTION (or the path argument) at it.")
-
+    return find_weight_file(path, arg="path", env="MAT_KERNELS_INCEPTION", filename=INCEPTION_FILENAME,
+                            what="Inception weights for FID/P-IDS/U-IDS",
+                            source="NVIDIA's TorchScript (StyleGAN2-ADA metrics) file")
 
 class InceptionFeatures:
     """2048-d Inception pool features of uint8 (B, 3, H, W) images (resized inside the TorchScript)."""
@@ -295,25 +281,9 @@ def _lpips_lin_file(net: str, lin_path: Optional[PathLike]) -> str:
 
 
 def _lpips_trunk_file(net: str, trunk_path: Optional[PathLike]) -> str:
-    fname = _LPIPS_TRUNKS[net][0]
-    if trunk_path is not None:
-        if os.path.isfile(trunk_path):
-            return os.fspath(trunk_path)
-        raise FileNotFoundError(f"trunk_path: {net} trunk weight file {os.fspath(trunk_path)!r} does not exist")
-    tried = []
-    env = os.environ.get("MAT_KERNELS_LPIPS_TRUNK")
-    if env:
-        if os.path.isfile(env):
-            return env
-        tried.append(f"$MAT_KERNELS_LPIPS_TRUNK={env}")
-    hub = os.path.join(torch.hub.get_dir(), "checkpoints", fname)
-    if os.path.isfile(hub):
-        return hub
-    tried.append(hub)
-    raise FileNotFoundError(
-        f"LPIPS {net} trunk weights not found (looked at: {', '.join(tried)}). Nothing is downloaded: copy "
-        f"torchvision's ImageNet file {fname} to {hub}, or point MAT_KERNELS_LPIPS_TRUNK (or trunk_path) at it.")
-
+    return find_weight_file(trunk_path, arg="trunk_path", env="MAT_KERNELS_LPIPS_TRUNK",
+                            filename=_LPIPS_TRUNKS[net][0], what=f"LPIPS {net} trunk weights",
+                            source="torchvision's ImageNet file")
 
 class LPIPS(nn.Module):
     """LPIPS v0.1 distance, per image. forward(x, y): (B, 3, H, W) in [-1, 1] -> (B,).
