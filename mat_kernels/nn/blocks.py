@@ -215,24 +215,13 @@ class DecBlock(nn.Module):
         return x, img
 
 
-class DecStyleBlock(nn.Module):
+class DecStyleBlock(DecBlock):
     """First-stage decoder block: StyleConv up + skip, StyleConv, ToRGB, one style for all three.
 
     ``res`` is stored as given; StyleConv gets 2**res as its resolution (MAT passes pixel sizes
-    here, harmless because the first stage has no noise buffers).
+    here, harmless because the first stage has no noise buffers). Same submodules as
+    :class:`DecBlock`; only the use of the style differs.
     """
-
-    def __init__(self, res, in_channels, out_channels, activation, style_dim, use_noise, demodulate, img_channels):
-        super().__init__()
-        self.res = res
-        self.conv0 = StyleConv(in_channels=in_channels, out_channels=out_channels, style_dim=style_dim,
-                               resolution=2 ** res, kernel_size=3, up=2, use_noise=use_noise,
-                               activation=activation, demodulate=demodulate)
-        self.conv1 = StyleConv(in_channels=out_channels, out_channels=out_channels, style_dim=style_dim,
-                               resolution=2 ** res, kernel_size=3, use_noise=use_noise, activation=activation,
-                               demodulate=demodulate)
-        self.toRGB = ToRGB(in_channels=out_channels, out_channels=img_channels, style_dim=style_dim,
-                           kernel_size=1, demodulate=False)
 
     def forward(self, x, img, style, skip, noise_mode="random"):
         x = self.conv0(x, style, noise_mode=noise_mode)
