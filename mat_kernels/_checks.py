@@ -107,3 +107,26 @@ def check_partial_conv_args(mask, kernel_size, stride) -> None:
     if kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be odd, got {kernel_size}")
     check_positive_int("stride", stride)
+
+
+def check_bias_act_args(x, b, dim, act, activations) -> int:
+    """Validate the arguments of ``bias_act``; return ``dim`` made non-negative."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"x must be a floating tensor (fp16/bf16/fp32/fp64), got {x.dtype}")
+    if act not in activations:
+        raise ValueError(f"act must be one of {sorted(activations)}, got {act!r}")
+    n = max(x.ndim, 1)
+    if isinstance(dim, bool) or not isinstance(dim, int) or not -n <= dim < n:
+        raise ValueError(f"dim must be an int in [-{n}, {n}) for x of shape {tuple(x.shape)}, got {dim!r}")
+    dim = dim % n
+    if b is not None:
+        if not isinstance(b, torch.Tensor):
+            raise TypeError(f"b must be a torch.Tensor or None, got {type(b).__name__}")
+        if x.ndim == 0 or b.ndim != 1 or b.shape[0] != x.shape[dim]:
+            raise ValueError(f"b must have shape (x.shape[dim],) = ({x.shape[dim] if x.ndim else '?'},), "
+                             f"got {tuple(b.shape)}")
+        if b.device != x.device:
+            raise ValueError(f"b must be on x's device {x.device}, got {b.device}")
+    return dim

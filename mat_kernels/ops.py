@@ -1,7 +1,9 @@
-"""Public ops: validate the arguments, choose a backend, call it.
+"""The public ops. Each one validates its arguments once, completes them (default scale, the
+autocast dtype of q/k/v, activation defaults), chooses a backend (:mod:`mat_kernels.backends`)
+and calls that backend's entry point.
 
-``backend="auto"`` runs the fused kernels on CUDA tensors and the reference on CPU tensors;
-"reference", "triton" and "cuda" force one (and raise, listing reasons, when it cannot run).
+``backend="auto"`` runs the fused kernels on CUDA tensors and the reference on other devices;
+"reference", "triton" and "cuda" force one (and raise, listing every reason, when it cannot run).
 """
 from __future__ import annotations
 
@@ -10,35 +12,71 @@ from typing import Optional, Tuple
 import torch
 
 from . import _checks, backends
+from .reference.bias_act import ACTIVATIONS, bias_act_defaults
+
+__all__ = ["window_attention", "window_mask_update", "partial_conv_mask_update", "bias_act"]
+
+
+def attention_dtype(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.dtype:
+    """The dtype window attention runs in: the autocast dtype when autocast is on for q's device
+    (as PyTorch's own attention ops do), else q's dtype. The one place this is decided: under
+    autocast q, k and v can arrive in different dtypes (a projection with an fp32 bias added
+    after a half matmul stays fp32) and are all cast to it."""
+    dev = q.device.type
+    if dev in ("cpu", "cuda") and torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return q.dtype
 
 
 def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor] = None, *,
                      window_size: int, shift_size: int = 0, num_heads: int, scale: Optional[float] = None,
                      backend: str = "auto") -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """MAT's shifted-window contextual attention; contract of
-    :func:`mat_kernels.reference.window_attention`, plus ``backend``."""
-    B, H, W, C, head_dim = _checks.check_window_attention_args(
-        q, k, v, mask, window_size, shift_size, num_heads, scale)
-    facts = dict(device=q.device, dtype=q.dtype, head_dim=head_dim, window_size=window_size,
-                 mask_dtype=None if mask is None else mask.dtype)
+    """MAT's shifted-window contextual attention: the contract of
+    :func:`mat_kernels.reference.window_attention`, plus ``backend``.
+
+    Under ``torch.autocast`` q, k and v run in the autocast dtype; the mask is never cast (the new
+    mask comes back in the mask's dtype, and the mask rule counts exactly in any dtype).
+    """
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        _checks.check_tokens(name, t)
+    dtype = attention_dtype(q, k, v)
+    q, k, v = (t if t.dtype == dtype else t.to(dtype) for t in (q, k, v))
+    _, _, _, _, head_dim = _checks.check_window_attention_args(q, k, v, mask, window_size, shift_size,
+                                                               num_heads, scale)
+    scale = head_dim ** -0.5 if scale is None else float(scale)
+    facts: backends.Facts = dict(device=q.device, dtype=q.dtype, head_dim=head_dim, window_size=window_size,
+                           mask_dtype=None if mask is None else mask.dtype)
     fn = backends.choose("window_attention", backend, facts)
-    return fn(q, k, v, mask, window_size=window_size, shift_size=shift_size, num_heads=num_heads, scale=scale)
+    return fn(q, k, v, mask, window_size, shift_size, num_heads, scale)
 
 
 def window_mask_update(mask: torch.Tensor, *, window_size: int, shift_size: int = 0,
                        backend: str = "auto") -> torch.Tensor:
-    """The attention mask rule alone; contract of :func:`mat_kernels.reference.window_mask_update`."""
+    """The attention layer's mask rule alone: the contract of
+    :func:`mat_kernels.reference.window_mask_update`, plus ``backend``."""
     _checks.check_window_mask_update_args(mask, window_size, shift_size)
-    facts = dict(device=mask.device, dtype=mask.dtype, window_size=window_size)
+    facts: backends.Facts = dict(device=mask.device, dtype=mask.dtype, window_size=window_size)
     fn = backends.choose("window_mask_update", backend, facts)
-    return fn(mask, window_size=window_size, shift_size=shift_size)
+    return fn(mask, window_size, shift_size)
 
 
 def partial_conv_mask_update(mask: torch.Tensor, *, kernel_size: int, stride: int = 1,
                              backend: str = "auto") -> Tuple[torch.Tensor, torch.Tensor]:
-    """The partial-convolution mask rule; contract of
-    :func:`mat_kernels.reference.partial_conv_mask_update`."""
+    """The partial-convolution mask rule: the contract of
+    :func:`mat_kernels.reference.partial_conv_mask_update`, plus ``backend``."""
     _checks.check_partial_conv_args(mask, kernel_size, stride)
-    facts = dict(device=mask.device, dtype=mask.dtype, kernel_size=kernel_size, stride=stride)
+    facts: backends.Facts = dict(device=mask.device, dtype=mask.dtype, kernel_size=kernel_size, stride=stride)
     fn = backends.choose("partial_conv_mask_update", backend, facts)
-    return fn(mask, kernel_size=kernel_size, stride=stride)
+    return fn(mask, kernel_size, stride)
+
+
+def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, act: str = "linear",
+             alpha: Optional[float] = None, gain: Optional[float] = None, clamp: Optional[float] = None, *,
+             backend: str = "auto") -> torch.Tensor:
+    """Bias, activation, gain and clamp of the StyleGAN2 layers: the contract of
+    :func:`mat_kernels.reference.bias_act`, plus ``backend``."""
+    dim = _checks.check_bias_act_args(x, b, dim, act, ACTIVATIONS)
+    alpha, gain, clamp = bias_act_defaults(act, alpha, gain, clamp)
+    facts: backends.Facts = dict(device=x.device, dtype=x.dtype, act=act, bias_dtype=None if b is None else b.dtype)
+    fn = backends.choose("bias_act", backend, facts)
+    return fn(x, b, dim, act, alpha, gain, clamp)

@@ -1,4 +1,5 @@
-"""THE tolerance table and the comparison helper every test uses.
+"""THE tolerance table, the comparison helpers, and the one backend-vs-reference checker that
+every test (and ``python -m mat_kernels.info``) uses.
 
 Keys are (op, what, dtype): ``what`` is "fwd" for outputs and "bwd" for gradients. Fused
 backends are compared with the reference run in float32 (float64 for fp32 inputs) on the same
@@ -7,7 +8,7 @@ outputs (bf16 has 8 mantissa bits, fp16 11). Mask outputs must match exactly.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
@@ -80,3 +81,138 @@ def assert_mask_equal(actual: Optional[torch.Tensor], expected: Optional[torch.T
     diff = (actual.cpu() != expected.cpu())
     if diff.any():
         raise AssertionError(f"{name}: {int(diff.sum())} elements differ; first at {diff.nonzero()[:5].tolist()}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Token-mask patterns (1 = valid, 0 = hole) and the attention cases every backend is checked on
+# ----------------------------------------------------------------------------------------------
+MASK_PATTERNS = ("none", "all_valid", "all_holes", "random", "one_valid_per_window", "large_hole")
+
+
+def make_mask(pattern: str, B: int, H: int, W: int, window: int, generator=None, dtype=torch.float64):
+    """(B, H, W, 1) mask of the given pattern, or None for "none"."""
+    if pattern == "none":
+        return None
+    if pattern == "all_valid":
+        m = torch.ones(B, H, W, 1)
+    elif pattern == "all_holes":
+        m = torch.zeros(B, H, W, 1)
+    elif pattern == "random":
+        m = (torch.rand(B, H, W, 1, generator=generator) > 0.5).float()
+    elif pattern == "one_valid_per_window":
+        m = torch.zeros(B, H, W, 1)
+        for wy in range(H // window):
+            for wx in range(W // window):
+                y = wy * window + int(torch.randint(window, (1,), generator=generator))
+                x = wx * window + int(torch.randint(window, (1,), generator=generator))
+                m[:, y, x] = 1
+    elif pattern == "large_hole":
+        # A hole that crosses window borders and, for shifted windows, the shift regions:
+        # rows and columns from a quarter to the last three quarters plus a few tokens.
+        m = torch.ones(B, H, W, 1)
+        m[:, H // 4 - 1: H - H // 8, W // 4 - 3: W - 1] = 0
+    else:
+        raise ValueError(f"unknown mask pattern {pattern!r}")
+    return m.to(dtype)
+
+
+# (B, H, W, heads, head_dim, window, shift, mask pattern): a pairwise cover of window/shift in
+# {8: 0, 4, 3; 16: 0, 8, 3}, heads {1, 6}, head_dim {30, 32, 64}, batch {1, 2}, grids {16x16,
+# 32x32, 16x48} and the six mask patterns (every pair of values appears in some case).
+ATTENTION_CASES = [
+    (1, 16, 16, 6, 30, 8, 0, "none"),
+    (2, 16, 48, 1, 30, 8, 4, "random"),
+    (2, 16, 16, 1, 32, 8, 3, "all_holes"),
+    (2, 16, 16, 6, 64, 8, 3, "one_valid_per_window"),
+    (1, 16, 16, 6, 64, 8, 0, "large_hole"),
+    (2, 16, 16, 1, 30, 8, 4, "all_valid"),
+    (1, 16, 16, 1, 32, 16, 0, "all_valid"),
+    (1, 32, 32, 1, 30, 16, 8, "large_hole"),
+    (2, 16, 48, 1, 30, 16, 3, "none"),
+    (1, 16, 16, 6, 30, 16, 3, "one_valid_per_window"),
+    (1, 32, 32, 1, 64, 16, 3, "random"),
+    (1, 16, 16, 1, 30, 16, 8, "all_holes"),
+    (1, 16, 48, 1, 32, 8, 4, "one_valid_per_window"),
+    (1, 16, 16, 6, 32, 8, 4, "all_valid"),
+]
+
+
+def reference_dtype(dtype: torch.dtype) -> torch.dtype:
+    """What the reference runs in when checking a backend in ``dtype``: float64 for fp32/fp64,
+    float32 for fp16/bf16 (the table's low-precision tolerances cover their own rounding)."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else torch.float64
+
+
+def check_window_attention(backend: str, B: int, H: int, W: int, heads: int, head_dim: int, window_size: int,
+                           shift_size: int, mask: Optional[torch.Tensor], dtype: torch.dtype = torch.float32,
+                           device="cpu", fused: bool = False, seed: int = 0, scale: Optional[float] = None,
+                           backward: bool = True) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Run ``ops.window_attention(backend=backend)`` and the reference on the same random inputs and
+    compare: the output and every input gradient within the table's tolerance, the new mask
+    exactly, everything finite. ``fused``: q, k, v are non-contiguous chunks of one (B, H, W, 3C)
+    projection, as a fused qkv linear produces. Returns the backend's (out, new_mask)."""
+    from . import ops, reference
+    C = heads * head_dim
+    g = torch.Generator().manual_seed(seed)
+    if fused:
+        qkv = torch.randn(B, H, W, 3 * C, generator=g).to(device, dtype).requires_grad_()
+        leaves, (q, k, v) = (qkv,), qkv.chunk(3, dim=-1)
+    else:
+        leaves = tuple(torch.randn(B, H, W, C, generator=g).to(device, dtype).requires_grad_() for _ in range(3))
+        q, k, v = leaves
+    mask = None if mask is None else mask.to(device)
+    out, new_mask = ops.window_attention(q, k, v, mask, window_size=window_size, shift_size=shift_size,
+                                         num_heads=heads, scale=scale, backend=backend)
+    assert out.shape == q.shape and out.dtype == dtype, f"out: {tuple(out.shape)} {out.dtype}"
+    assert torch.isfinite(out).all(), "non-finite output"
+    rdt = reference_dtype(dtype)
+    ref_leaves = tuple(t.detach().to(rdt).requires_grad_() for t in leaves)
+    rq, rk, rv = ref_leaves[0].chunk(3, dim=-1) if fused else ref_leaves
+    ref_out, ref_mask = reference.window_attention(rq, rk, rv, mask, window_size=window_size,
+                                                   shift_size=shift_size, num_heads=heads, scale=scale)
+    assert_close(out, ref_out, "window_attention", "fwd", name="out")
+    assert_mask_equal(new_mask, ref_mask)
+    if backward:
+        dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1)).to(device, dtype)
+        grads = torch.autograd.grad(out, leaves, dout)
+        ref_grads = torch.autograd.grad(ref_out, ref_leaves, dout.to(rdt))
+        for name, got, exp in zip(("dqkv",) if fused else ("dq", "dk", "dv"), grads, ref_grads):
+            assert torch.isfinite(got).all(), f"non-finite {name}"
+            assert_close(got, exp, "window_attention", "bwd", dtype=dtype, name=name)
+    return out, new_mask
+
+
+def check_window_mask_update(backend: str, mask: torch.Tensor, window_size: int, shift_size: int) -> None:
+    """``ops.window_mask_update(backend=backend)`` equals the reference exactly."""
+    from . import ops, reference
+    got = ops.window_mask_update(mask, window_size=window_size, shift_size=shift_size, backend=backend)
+    exp = reference.window_mask_update(mask.cpu(), window_size=window_size, shift_size=shift_size)
+    assert_mask_equal(got, exp)
+
+
+def check_partial_conv_mask_update(backend: str, mask: torch.Tensor, kernel_size: int, stride: int) -> None:
+    """``ops.partial_conv_mask_update(backend=backend)`` equals the reference exactly (new mask and
+    ratio), and is finite."""
+    from . import ops, reference
+    new, ratio = ops.partial_conv_mask_update(mask, kernel_size=kernel_size, stride=stride, backend=backend)
+    exp_new, exp_ratio = reference.partial_conv_mask_update(mask.cpu(), kernel_size=kernel_size, stride=stride)
+    assert torch.isfinite(ratio).all(), "non-finite ratio"
+    assert_mask_equal(new, exp_new, name="new_mask")
+    assert_mask_equal(ratio, exp_ratio, name="ratio")
+
+
+def check_bias_act(backend: str, x: torch.Tensor, b: Optional[torch.Tensor], dim: int, act: str, **kw) -> None:
+    """``ops.bias_act(backend=backend)`` against the reference in a wider dtype: output and the
+    gradients of x and b within the table's tolerance."""
+    from . import ops, reference
+    leaves = [x.detach().requires_grad_()] + ([] if b is None else [b.detach().requires_grad_()])
+    y = ops.bias_act(leaves[0], None if b is None else leaves[1], dim, act, backend=backend, **kw)
+    rdt = reference_dtype(x.dtype)
+    ref_leaves = [t.detach().cpu().to(rdt).requires_grad_() for t in leaves]
+    y_ref = reference.bias_act(ref_leaves[0], None if b is None else ref_leaves[1], dim, act, **kw)
+    assert_close(y, y_ref, "bias_act", "fwd", name="y")
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(3)).to(y.device, y.dtype)
+    grads = torch.autograd.grad(y, leaves, dy)
+    ref_grads = torch.autograd.grad(y_ref, ref_leaves, dy.cpu().to(rdt))
+    for name, got, exp in zip(("dx", "db"), grads, ref_grads):
+        assert_close(got, exp, "bias_act", "bwd", dtype=x.dtype, name=name)

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mat_kernels.losses import (VGG19_FILENAME, VGG19_LAYER_INDEX, PerceptualLoss, TwoStageLoss, VGG19Features,
+from mat_kernels.train.losses import (VGG19_FILENAME, VGG19_LAYER_INDEX, PerceptualLoss, TwoStageLoss, VGG19Features,
                                 discriminator_logistic_loss, find_vgg19_weights, generator_logistic_loss,
                                 gram_matrix, load_vgg19_features, r1_penalty, reconstruction_loss, style_loss,
                                 style_mix_ws)

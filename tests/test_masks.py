@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mat_kernels.masks import (MASK_VARIANTS, MaskFolder, batch_random_mask, list_mask_files,
+from mat_kernels.data.holes import (MASK_VARIANTS, MaskFolder, batch_random_mask, list_mask_files,
                                load_mask, official_random_mask, random_mask)
 
 # Recorded by running the official datasets/mask_generator_*.py RandomMask (Pillow 13.0,

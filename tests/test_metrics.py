@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mat_kernels import metrics as M
+from mat_kernels.train import metrics as M
 
 # scikit-image, scipy and scikit-learn are test dependencies (setup.py extras "test"): a missing one
 # is an error here, not a skip.

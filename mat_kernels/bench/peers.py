@@ -62,14 +62,11 @@ def _geometry(case: AttentionCase):
 
 
 def _shift_in(case, q, k, v, mask):
-    """Roll by (-s, -s) and partition: q, k, v -> (B_, heads, N, d), mask -> (B_, N, 1)."""
+    """The reference's shift and partition: q, k, v -> (B_, heads, N, d), mask -> (B_, N, 1)."""
     G, ws, s, N, nW = _geometry(case)
-    if s:
-        q, k, v = (torch.roll(t, shifts=(-s, -s), dims=(1, 2)) for t in (q, k, v))
-        mask = None if mask is None else torch.roll(mask, shifts=(-s, -s), dims=(1, 2))
     C, h = q.shape[-1], case.heads
-    qw, kw, vw = (ref.window_partition(t, ws).view(-1, N, h, C // h).transpose(1, 2) for t in (q, k, v))
-    mw = None if mask is None else ref.window_partition(mask, ws).view(-1, N, 1)
+    qw, kw, vw = (ref.to_windows(t, ws, s).view(-1, N, h, C // h).transpose(1, 2) for t in (q, k, v))
+    mw = None if mask is None else ref.to_windows(mask, ws, s)
     return qw, kw, vw, mw
 
 
@@ -77,11 +74,8 @@ def _shift_out(case, out, new_mw):
     """(B_, heads, N, d) attention output and (B_, N, 1) mask back to (B, G, G, *), un-rolled."""
     G, ws, s, N, nW = _geometry(case)
     B_, h, _, d = out.shape
-    out = ref.window_reverse(out.transpose(1, 2).reshape(B_, ws, ws, h * d), ws, G, G)
-    new_mask = None if new_mw is None else ref.window_reverse(new_mw.view(B_, ws, ws, 1), ws, G, G)
-    if s:
-        out = torch.roll(out, shifts=(s, s), dims=(1, 2))
-        new_mask = None if new_mask is None else torch.roll(new_mask, shifts=(s, s), dims=(1, 2))
+    out = ref.from_windows(out.transpose(1, 2).reshape(B_, N, h * d), ws, s, G, G)
+    new_mask = None if new_mw is None else ref.from_windows(new_mw, ws, s, G, G)
     return out, new_mask
 
 

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import images as io
+from ..data import images as io
 from ..checkpoint import CheckpointError, load_generator
 
 PROG = "mat-inpaint"
@@ -228,7 +228,7 @@ def _device(parser, name: Optional[str]) -> torch.device:
 
 def _random_mask(H: int, W: int) -> np.ndarray:
     try:
-        from ..masks import RandomMask
+        from ..data.holes import RandomMask
     except ImportError as exc:  # pragma: no cover - masks ships with the package
         raise RuntimeError(f"no --mask given and random masks are unavailable: {exc}") from None
     # Square generator: draw at the longer side and crop (an R x R image gets exactly the

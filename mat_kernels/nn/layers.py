@@ -1,8 +1,7 @@
 """StyleGAN2-style layers MAT is built from, with the official parameter names and numerics.
 
-Every layer that applies a bias and an activation goes through :func:`apply_bias_act`, which
-uses the fused Triton kernel (``mat_kernels.triton.bias_act``) on CUDA tensors when the layer's
-``backend`` allows it and the reference :func:`bias_act` otherwise. ``Conv2dLayerPartial``'s
+Every layer that applies a bias and an activation goes through :func:`apply_bias_act`, that is
+:func:`mat_kernels.ops.bias_act` with the layer's ``backend``. ``Conv2dLayerPartial``'s
 mask rule goes through :func:`mat_kernels.ops.partial_conv_mask_update` with the layer's
 ``backend``. ``mat_kernels.models.set_backend`` sets both on a whole network.
 """
@@ -16,85 +15,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import backends, ops
+from .. import ops
+from ..reference.bias_act import ACTIVATIONS, bias_act  # noqa: F401  (re-exported: the layers' reference)
 from .resample import conv2d_resample, setup_filter, upsample2d
-
-# name -> (activation function, default alpha, default gain), as in the official bias_act.
-ACTIVATIONS = {
-    "linear": (lambda x, alpha: x, 0.0, 1.0),
-    "relu": (lambda x, alpha: F.relu(x), 0.0, math.sqrt(2)),
-    "lrelu": (lambda x, alpha: F.leaky_relu(x, alpha), 0.2, math.sqrt(2)),
-    "tanh": (lambda x, alpha: torch.tanh(x), 0.0, 1.0),
-    "sigmoid": (lambda x, alpha: torch.sigmoid(x), 0.0, 1.0),
-    "elu": (lambda x, alpha: F.elu(x), 0.0, 1.0),
-    "selu": (lambda x, alpha: F.selu(x), 0.0, 1.0),
-    "softplus": (lambda x, alpha: F.softplus(x), 0.0, 1.0),
-    "swish": (lambda x, alpha: torch.sigmoid(x) * x, 0.0, math.sqrt(2)),
-}
-
-
-def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: str = "linear",
-             alpha: float | None = None, gain: float | None = None, clamp: float | None = None) -> torch.Tensor:
-    """Bias, activation, gain and clamp in the order of the official reference ``bias_act``.
-
-    Args:
-        x: any tensor; b: (x.shape[dim],) or None; act: a key of ``ACTIVATIONS``.
-    """
-    if act not in ACTIVATIONS:
-        raise ValueError(f"act must be one of {sorted(ACTIVATIONS)}, got {act!r}")
-    func, def_alpha, def_gain = ACTIVATIONS[act]
-    alpha = float(def_alpha if alpha is None else alpha)
-    gain = float(def_gain if gain is None else gain)
-    if b is not None:
-        x = x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
-    x = func(x, alpha)
-    if gain != 1:
-        x = x * gain
-    if clamp is not None and clamp >= 0:
-        x = x.clamp(-clamp, clamp)
-    return x
-
-
-_TRITON_BIAS_ACT = None  # (bias_act_triton, can_use_bias_act_triton), or False when unavailable
-
-
-def _triton_bias_act():
-    """The fused Triton bias_act, imported once; None when the module or Triton is missing."""
-    global _TRITON_BIAS_ACT
-    if _TRITON_BIAS_ACT is None:
-        try:
-            from ..triton.bias_act import bias_act_triton, can_use_bias_act_triton
-            _TRITON_BIAS_ACT = (bias_act_triton, can_use_bias_act_triton)
-        except Exception as exc:  # ImportError, or Triton itself failing to import
-            backends.log.debug("bias_act: Triton kernel unavailable (%s: %s); using the reference",
-                               type(exc).__name__, exc)
-            _TRITON_BIAS_ACT = False
-    return _TRITON_BIAS_ACT or None
 
 
 def apply_bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, act: str = "linear",
                    alpha: Optional[float] = None, gain: Optional[float] = None,
                    clamp: Optional[float] = None, backend: str = "auto") -> torch.Tensor:
-    """:func:`bias_act` through the layer's backend.
-
-    The fused Triton kernel is used for CUDA tensors when ``backend`` is "auto", "triton" or
-    "cuda" (there is no separate CUDA bias_act; "cuda" models still use the Triton one) and
-    ``can_use_bias_act_triton(x, b=b, act=act)`` accepts the arguments (activation
-    linear/relu/lrelu, b of x's dtype); CPU tensors (the interpreter is not used here) and
-    ``backend="reference"`` use the reference. A forced "triton" on a CUDA tensor raises when
-    the kernel cannot run, like the other ops.
-    """
-    if backend not in backends.NAMES:
-        raise ValueError(f"backend must be one of {backends.NAMES}, got {backend!r}")
-    if backend != "reference" and x.is_cuda:
-        impl = _triton_bias_act()
-        if impl is not None and impl[1](x, b=b, act=act):
-            return impl[0](x, b, dim, act, alpha, gain, clamp)
-        if backend == "triton":
-            why = "mat_kernels.triton.bias_act is unavailable" if impl is None else \
-                f"can_use_bias_act_triton rejects act={act!r}, b dtype/device {None if b is None else (b.dtype, b.device)}"
-            raise RuntimeError(f"backend='triton' cannot run bias_act for {x.dtype} {tuple(x.shape)}: {why}")
-    return bias_act(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
+    """:func:`mat_kernels.ops.bias_act` with the layer's ``backend``. There is no CUDA-extension
+    bias_act, so a layer set to "cuda" lets ``auto`` choose (the Triton kernel on CUDA tensors)."""
+    return ops.bias_act(x, b, dim, act, alpha, gain, clamp, backend="auto" if backend == "cuda" else backend)
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:

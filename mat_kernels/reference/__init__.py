@@ -1,7 +1,13 @@
-"""Pure-PyTorch reference of MAT's attention and mask updates: the ground truth of every kernel."""
-from .attention import window_attention, windowed_attention
-from .mask_update import partial_conv_mask_update, window_mask_update
-from .windows import MASK_BIAS, shift_attention_bias, window_partition, window_reverse
+"""Pure-PyTorch reference of MAT's attention, mask updates and bias+activation: the ground truth
+of every kernel. The public functions validate their arguments; the ``*_core`` functions are
+what the reference backend of :mod:`mat_kernels.ops` runs on arguments it already validated."""
+from .attention import window_attention, window_attention_core, windowed_attention
+from .bias_act import ACTIVATIONS, bias_act, bias_act_core
+from .mask_update import (partial_conv_mask_update, partial_conv_mask_update_core, window_mask_update,
+                          window_mask_update_core)
+from .windows import MASK_BIAS, from_windows, shift_attention_bias, to_windows, window_partition, window_reverse
 
 __all__ = ["window_attention", "windowed_attention", "window_mask_update", "partial_conv_mask_update",
-           "shift_attention_bias", "window_partition", "window_reverse", "MASK_BIAS"]
+           "bias_act", "ACTIVATIONS", "shift_attention_bias", "window_partition", "window_reverse", "to_windows", "from_windows",
+           "MASK_BIAS",
+           "window_attention_core", "window_mask_update_core", "partial_conv_mask_update_core", "bias_act_core"]

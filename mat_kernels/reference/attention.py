@@ -11,7 +11,7 @@ from typing import Optional, Tuple
 import torch
 
 from .. import _checks
-from .windows import MASK_BIAS, shift_attention_bias, window_partition, window_reverse
+from .windows import MASK_BIAS, from_windows, shift_attention_bias, to_windows
 
 
 def key_validity_bias(mask_windows: torch.Tensor) -> torch.Tensor:
@@ -89,27 +89,28 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         out (B, H, W, C) in the input (un-shifted) layout, and the updated mask with the shape and
         dtype of ``mask`` (None when ``mask`` is None).
     """
-    B, H, W, C, head_dim = _checks.check_window_attention_args(
+    _, _, _, _, head_dim = _checks.check_window_attention_args(
         q, k, v, mask, window_size, shift_size, num_heads, scale)
     scale = head_dim ** -0.5 if scale is None else float(scale)
-    s, ws, N = shift_size, window_size, window_size * window_size
+    return window_attention_core(q, k, v, mask, window_size, shift_size, num_heads, scale)
+
+
+def window_attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
+                          window_size: int, shift_size: int, num_heads: int, scale: float
+                          ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """:func:`window_attention` for arguments already validated, with ``scale`` given: what the
+    reference backend of :mod:`mat_kernels.ops` runs."""
+    B, H, W, C = q.shape
+    s, ws = shift_size, window_size
     m = None if mask is None else _as_token_mask(mask)
-    if s > 0:
-        q, k, v = (torch.roll(t, shifts=(-s, -s), dims=(1, 2)) for t in (q, k, v))
-        m = None if m is None else torch.roll(m, shifts=(-s, -s), dims=(1, 2))
-    qw, kw, vw = (window_partition(t, ws).view(-1, N, C) for t in (q, k, v))
-    mw = None if m is None else window_partition(m, ws).view(-1, N, 1)
+    qw, kw, vw = (to_windows(t, ws, s) for t in (q, k, v))
+    mw = None if m is None else to_windows(m, ws, s)
     # The official block always passes the recomputed region bias; for shift 0 it is all zeros,
     # so it is skipped here (adding zeros is exact).
     bias = shift_attention_bias(H, W, ws, s, device=q.device, dtype=q.dtype) if s > 0 else None
     out, new_mw = windowed_attention(qw, kw, vw, num_heads, scale, mw, bias)
-    out = window_reverse(out.view(-1, ws, ws, C), ws, H, W)
-    new_mask = None
-    if new_mw is not None:
-        new_mask = window_reverse(new_mw.view(-1, ws, ws, 1), ws, H, W)
-    if s > 0:
-        out = torch.roll(out, shifts=(s, s), dims=(1, 2))
-        new_mask = None if new_mask is None else torch.roll(new_mask, shifts=(s, s), dims=(1, 2))
+    out = from_windows(out, ws, s, H, W)
+    new_mask = None if new_mw is None else from_windows(new_mw, ws, s, H, W)
     if new_mask is not None and mask.ndim == 3:
         new_mask = new_mask.squeeze(-1)
     return out, new_mask

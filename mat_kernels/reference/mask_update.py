@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from .. import _checks
 from .attention import _as_token_mask, windowed_mask_update
-from .windows import window_partition, window_reverse
+from .windows import from_windows, to_windows
 
 
 def window_mask_update(mask: torch.Tensor, *, window_size: int, shift_size: int = 0) -> torch.Tensor:
@@ -21,15 +21,15 @@ def window_mask_update(mask: torch.Tensor, *, window_size: int, shift_size: int 
     Returns:
         The new mask, same shape and dtype, in the un-shifted layout.
     """
-    B, H, W = _checks.check_window_mask_update_args(mask, window_size, shift_size)
-    s, ws = shift_size, window_size
-    m = _as_token_mask(mask)
-    if s > 0:
-        m = torch.roll(m, shifts=(-s, -s), dims=(1, 2))
-    new = windowed_mask_update(window_partition(m, ws).view(-1, ws * ws, 1))
-    new = window_reverse(new.view(-1, ws, ws, 1), ws, H, W)
-    if s > 0:
-        new = torch.roll(new, shifts=(s, s), dims=(1, 2))
+    _checks.check_window_mask_update_args(mask, window_size, shift_size)
+    return window_mask_update_core(mask, window_size, shift_size)
+
+
+def window_mask_update_core(mask: torch.Tensor, window_size: int, shift_size: int) -> torch.Tensor:
+    """:func:`window_mask_update` for arguments already validated."""
+    H, W = mask.shape[1:3]
+    new = windowed_mask_update(to_windows(_as_token_mask(mask), window_size, shift_size))
+    new = from_windows(new, window_size, shift_size, H, W)
     return new.squeeze(-1) if mask.ndim == 3 else new
 
 
@@ -65,6 +65,12 @@ def partial_conv_mask_update(mask: torch.Tensor, *, kernel_size: int, stride: in
         (new_mask, ratio), each (B, 1, H_out, W_out) in the mask's floating dtype (float32 for bool).
     """
     _checks.check_partial_conv_args(mask, kernel_size, stride)
+    return partial_conv_mask_update_core(mask, kernel_size, stride)
+
+
+def partial_conv_mask_update_core(mask: torch.Tensor, kernel_size: int, stride: int
+                                  ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`partial_conv_mask_update` for arguments already validated."""
     out_dtype = torch.float32 if mask.dtype == torch.bool else mask.dtype
     # bool, float16 and bfloat16 masks are counted in float32 (exact for every value they hold).
     m = mask if mask.dtype in (torch.float32, torch.float64) else mask.float()

@@ -24,6 +24,22 @@ def window_reverse(windows: torch.Tensor, window_size: int, H: int, W: int) -> t
     return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(B, H, W, -1)
 
 
+def to_windows(x: torch.Tensor, window_size: int, shift_size: int = 0) -> torch.Tensor:
+    """Cyclic shift by -shift_size, then partition: (B, H, W, C) -> (B * nW, ws * ws, C), the
+    token order of a shifted Swin block's windows."""
+    if shift_size > 0:
+        x = torch.roll(x, shifts=(-shift_size, -shift_size), dims=(1, 2))
+    return window_partition(x, window_size).view(-1, window_size * window_size, x.shape[-1])
+
+
+def from_windows(windows: torch.Tensor, window_size: int, shift_size: int, H: int, W: int) -> torch.Tensor:
+    """Exact inverse of :func:`to_windows`: (B * nW, ws * ws, C) -> (B, H, W, C), shifted back."""
+    x = window_reverse(windows.reshape(-1, window_size, window_size, windows.shape[-1]), window_size, H, W)
+    if shift_size > 0:
+        x = torch.roll(x, shifts=(shift_size, shift_size), dims=(1, 2))
+    return x
+
+
 def shift_region_ids(H: int, W: int, window_size: int, shift_size: int, device=None) -> torch.Tensor:
     """The 9-region labelling of the rolled grid, (H, W) int64: id = 3 * row_part + col_part.
 

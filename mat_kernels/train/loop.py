@@ -41,9 +41,9 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from ..data import ImageFolderMaskDataset, StepSampler
-from ..losses import PerceptualLoss, TwoStageLoss
-from .. import metrics as M
+from ..data.dataset import ImageFolderMaskDataset, StepSampler
+from .losses import PerceptualLoss, TwoStageLoss
+from . import metrics as M
 from .config import TrainConfig
 
 __all__ = ["train", "build_networks", "save_checkpoint", "load_checkpoint", "find_latest_checkpoint",

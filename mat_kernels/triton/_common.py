@@ -15,3 +15,11 @@ def _round_to(v, DTYPE: tl.constexpr, ACC: tl.constexpr):
         return u.to(tl.float32, bitcast=True)
     else:
         return v.to(DTYPE).to(ACC)
+
+
+def interpreting() -> bool:
+    """Whether this package's kernels run in Triton's interpreter: TRITON_INTERPRET=1 was set when
+    they were defined (``triton.jit`` decides at decoration, so the kernels' type tells, not the
+    environment of today)."""
+    from triton.runtime.jit import JITFunction
+    return not isinstance(_round_to, JITFunction)

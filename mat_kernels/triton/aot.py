@@ -1,13 +1,9 @@
 """Ahead-of-time compile gate: build every Triton kernel config for sm_80 and sm_90 without a GPU
 and read its resource usage from the cubin.
 
-Each kernel module under ``mat_kernels/triton`` that exports ``aot_configs()`` returns a list of
-dicts::
-
-    {"name": str, "fn": <@triton.jit function>,
-     "signature": {arg: "*fp32" | "*fp16" | "*bf16" | "*u8" | "i32" | "fp32" | ...},
-     "constexprs": {arg: value}, "mat_shape": bool,
-     # optional: "dtype": label for the table, "num_warps": int, "num_stages": int}
+The configurations come from ``aot_table.TABLES`` (kernel module name -> function returning its
+configs); every kernel module under ``mat_kernels/triton`` that defines ``@triton.jit`` kernels
+must have an entry there.
 
 For each config and each target this module calls ``triton.compile(ASTSource(fn, signature,
 constexprs), target=GPUTarget("cuda", cap, 32))`` (the same call in Triton 3.6 and 3.9; constexpr
@@ -39,14 +35,14 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 PACKAGE = "mat_kernels.triton"
 ARCHS = (80, 90)
-# Modules that must provide aot_configs() whenever their file exists; any other module that
-# defines @triton.jit kernels must provide it too.
+# Kernel modules that must have a table entry whenever their file exists; any other module that
+# defines @triton.jit kernels must have one too.
 REQUIRED = ("mask_update", "window_attention", "bias_act")
-_NOT_KERNEL_MODULES = {"aot"}
+_NOT_KERNEL_MODULES = {"aot", "aot_table", "library"}
 _RES_RE = re.compile(r"\b(REG|STACK|SHARED|LOCAL):(\d+)")
 
 
@@ -60,14 +56,18 @@ def kernel_modules() -> List[str]:
                   if not m.name.startswith("_") and m.name not in _NOT_KERNEL_MODULES)
 
 
-def collect(modules: Optional[Dict[str, object]] = None) -> Tuple[List[Tuple[str, int, dict]], List[str]]:
-    """Import every kernel module (or take ``modules``, name -> module) and gather its configs.
+def collect(tables: Optional[Dict[str, Callable[[], list]]] = None, modules: Optional[Dict[str, object]] = None
+            ) -> Tuple[List[Tuple[str, int, dict]], List[str]]:
+    """Gather every config of ``tables`` (default ``aot_table.TABLES``), checking ``modules``
+    (default: every kernel module, imported) for kernels that have no table.
 
     Returns ([(module, index, config)], errors). An error is a module that fails to import, a
-    required module (``REQUIRED``, when its file exists) or any module defining ``@triton.jit``
-    kernels without ``aot_configs``, a malformed config, or an ``aot_configs`` that raises.
+    required module (``REQUIRED``) or any module defining ``@triton.jit`` kernels without a table,
+    a malformed config, or a table function that raises.
     """
     found, errors = [], []
+    if tables is None:
+        from .aot_table import TABLES as tables
     if modules is None:
         modules = {}
         for name in kernel_modules():
@@ -76,18 +76,18 @@ def collect(modules: Optional[Dict[str, object]] = None) -> Tuple[List[Tuple[str
             except Exception as exc:  # the gate reports it instead of crashing
                 errors.append(f"{name}: import failed: {type(exc).__name__}: {exc}")
     for name, module in modules.items():
-        if not hasattr(module, "aot_configs"):
+        if name not in tables:
             kernels = _own_kernels(module)
             if name in REQUIRED or kernels:
-                errors.append(f"{name}: exports no aot_configs() (kernels: {', '.join(kernels) or '?'})")
-            continue
+                errors.append(f"{name}: has no compile table in aot_table.TABLES (kernels: {', '.join(kernels) or '?'})")
+    for name, table in tables.items():
         try:
-            configs = list(module.aot_configs())
+            configs = list(table())
         except Exception as exc:
-            errors.append(f"{name}: aot_configs() raised {type(exc).__name__}: {exc}")
+            errors.append(f"{name}: its compile table raised {type(exc).__name__}: {exc}")
             continue
         if not configs:
-            errors.append(f"{name}: aot_configs() returned no configs")
+            errors.append(f"{name}: its compile table is empty")
         for i, cfg in enumerate(configs):
             missing = {"name", "fn", "signature", "constexprs", "mat_shape"} - set(cfg)
             if missing:
@@ -167,7 +167,8 @@ def compile_config(module: str, index: int, cap: int) -> dict:
     if os.environ.get("TRITON_INTERPRET") == "1":
         raise RuntimeError("TRITON_INTERPRET=1: kernels are interpreted and cannot be compiled; "
                            "compile in a process without it (see run_gate)")
-    cfg = importlib.import_module(f"{PACKAGE}.{module}").aot_configs()[index]
+    from .aot_table import TABLES
+    cfg = TABLES[module]()[index]
     row = dict(module=module, name=cfg["name"], dtype=_dtype_label(cfg), arch=f"sm_{cap}",
                mat_shape=bool(cfg["mat_shape"]), num_warps=cfg.get("num_warps", 4),
                REG=None, STACK=None, SHARED=None, LOCAL=None, dyn_smem=None, seconds=None, error=None)

@@ -1,4 +1,4 @@
-"""Triton kernels for MAT's two mask-update rules, their launchers and their ``torch.library`` ops.
+"""Triton kernels for MAT's two mask-update rules, and their launchers.
 
 * ``window_mask_update``: the attention layer's rule alone. Every token of a window of the
   (cyclically shifted by ``-shift``) grid becomes clamp(sum of the window's mask, 0, 1) (``any``
@@ -16,15 +16,12 @@ uses ``div_rn`` because Triton's ``/`` is the approximate ``div.full.f32`` on NV
 the values have few mantissa bits (e.g. multiples of 1/256); for arbitrary fractions the
 summation order of ``F.conv2d``/``torch.sum`` is not specified and the last bit may differ.
 
-Ops (no gradient; masks are not differentiated in MAT):
-  ``mat_kernels::window_mask_update_triton(Tensor mask, int window_size, int shift_size) -> Tensor``
-  ``mat_kernels::partial_conv_mask_update_triton(Tensor mask, int kernel_size, int stride)
-  -> (Tensor, Tensor)``
+The ``torch.library`` ops that call the launchers are in ``library.py`` (no gradient: masks are
+not differentiated in MAT).
 """
 from __future__ import annotations
 
-import os
-from typing import List, Tuple
+from typing import Tuple
 
 import torch
 import triton
@@ -32,10 +29,7 @@ import triton.language as tl
 
 from ._common import _round_to
 
-from .. import _checks
-
-__all__ = ["window_mask_update", "partial_conv_mask_update", "window_mask_update_triton",
-           "partial_conv_mask_update_triton", "aot_configs"]
+__all__ = ["window_mask_update_triton", "partial_conv_mask_update_triton", "pconv_out_shape"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -133,14 +127,14 @@ def _partial_conv_mask_update_kernel(m_ptr, new_ptr, ratio_ptr, H, W, H_out, W_o
 # ----------------------------------------------------------------------------------------------
 # Launchers (arguments already validated)
 # ----------------------------------------------------------------------------------------------
-_PCONV_BLOCK = (32, 32)  # (BLOCK_H, BLOCK_W): 1024 outputs, 4 per thread at _PCONV_WARPS
-_PCONV_WARPS = 8
+PCONV_BLOCK = (32, 32)  # (BLOCK_H, BLOCK_W): 1024 outputs, 4 per thread at PCONV_WARPS
+PCONV_WARPS = 8
 
 
 _WINDOW_TILE = 1024  # tokens per program of the window kernel: 16 windows of 8x8, 4 of 16x16
 
 
-def _window_block(window_size: int, n_win_w: int) -> int:
+def window_block(window_size: int, n_win_w: int) -> int:
     """Windows per program: fill a ~1024-token tile, but not past the windows of one row."""
     per_tile = max(1, _WINDOW_TILE // triton.next_power_of_2(window_size) ** 2)
     return min(per_tile, triton.next_power_of_2(n_win_w))
@@ -162,7 +156,7 @@ def window_mask_update_triton(mask: torch.Tensor, window_size: int, shift_size: 
         return out.view(mask.dtype)
     n_win_w = W // ws
     block = triton.next_power_of_2(ws)
-    win_block = _window_block(ws, n_win_w)
+    win_block = window_block(ws, n_win_w)
     grid = (triton.cdiv(n_win_w, win_block), H // ws, B)
     _window_mask_update_kernel[grid](
         m, out, H, W, H // ws, n_win_w, m.stride(0), m.stride(1), m.stride(2), shift_size,
@@ -171,7 +165,7 @@ def window_mask_update_triton(mask: torch.Tensor, window_size: int, shift_size: 
     return out.view(mask.dtype)
 
 
-def _pconv_out_shape(mask_shape, kernel_size: int, stride: int) -> Tuple[int, int, int, int]:
+def pconv_out_shape(mask_shape, kernel_size: int, stride: int) -> Tuple[int, int, int, int]:
     B, _, H, W = mask_shape
     pad = kernel_size // 2
     return B, 1, (H + 2 * pad - kernel_size) // stride + 1, (W + 2 * pad - kernel_size) // stride + 1
@@ -181,7 +175,7 @@ def partial_conv_mask_update_triton(mask: torch.Tensor, kernel_size: int, stride
                                     ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Launch ``_partial_conv_mask_update_kernel``. mask: (B, 1, H, W); returns (new_mask, ratio),
     each (B, 1, H_out, W_out), float32 for bool masks, else the mask's dtype."""
-    shape = _pconv_out_shape(mask.shape, kernel_size, stride)
+    shape = pconv_out_shape(mask.shape, kernel_size, stride)
     dtype = torch.float32 if mask.dtype == torch.bool else mask.dtype
     new = torch.empty(shape, dtype=dtype, device=mask.device)
     ratio = torch.empty(shape, dtype=dtype, device=mask.device)
@@ -189,109 +183,10 @@ def partial_conv_mask_update_triton(mask: torch.Tensor, kernel_size: int, stride
     if new.numel() == 0:
         return new, ratio
     m = _as_kernel_tensor(mask)
-    bh, bw = _PCONV_BLOCK
+    bh, bw = PCONV_BLOCK
     grid = (triton.cdiv(W_out, bw), triton.cdiv(H_out, bh), B)
     _partial_conv_mask_update_kernel[grid](
         m, new, ratio, mask.shape[2], mask.shape[3], H_out, W_out, m.stride(0), m.stride(2), m.stride(3),
         K=kernel_size, STRIDE=stride, BLOCK_H=bh, BLOCK_W=bw, IS_FP64=dtype == torch.float64,
-        num_warps=_PCONV_WARPS)
+        num_warps=PCONV_WARPS)
     return new, ratio
-
-
-# ----------------------------------------------------------------------------------------------
-# torch.library ops (opaque to torch.compile; fake impls give shapes and dtypes)
-# ----------------------------------------------------------------------------------------------
-@torch.library.custom_op("mat_kernels::window_mask_update_triton", mutates_args=())
-def _window_mask_update_op(mask: torch.Tensor, window_size: int, shift_size: int) -> torch.Tensor:
-    return window_mask_update_triton(mask, window_size, shift_size)
-
-
-@_window_mask_update_op.register_fake
-def _(mask, window_size, shift_size):
-    return mask.new_empty(mask.shape)
-
-
-@torch.library.custom_op("mat_kernels::partial_conv_mask_update_triton", mutates_args=())
-def _partial_conv_mask_update_op(mask: torch.Tensor, kernel_size: int, stride: int
-                                 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    return partial_conv_mask_update_triton(mask, kernel_size, stride)
-
-
-@_partial_conv_mask_update_op.register_fake
-def _(mask, kernel_size, stride):
-    shape = _pconv_out_shape(mask.shape, kernel_size, stride)
-    dtype = torch.float32 if mask.dtype == torch.bool else mask.dtype
-    return mask.new_empty(shape, dtype=dtype), mask.new_empty(shape, dtype=dtype)
-
-
-# ----------------------------------------------------------------------------------------------
-# Backend entry points (the names mat_kernels.triton forwards to)
-# ----------------------------------------------------------------------------------------------
-def _check_device(mask: torch.Tensor) -> None:
-    if mask.device.type != "cuda" and not (mask.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"):
-        raise ValueError(f"mask must be a CUDA tensor for the Triton backend (or a CPU tensor with "
-                         f"TRITON_INTERPRET=1), got device {mask.device}")
-
-
-def window_mask_update(mask: torch.Tensor, *, window_size: int, shift_size: int = 0) -> torch.Tensor:
-    """Triton twin of :func:`mat_kernels.reference.window_mask_update`.
-
-    Args:
-        mask: (B, H, W, 1) or (B, H, W), bool or float (1 valid, 0 hole).
-        window_size: window side, divides H and W. shift_size: 0 <= shift_size < window_size.
-    Returns:
-        The new mask, same shape and dtype, in the un-shifted layout.
-    """
-    _checks.check_window_mask_update_args(mask, window_size, shift_size)
-    _check_device(mask)
-    return torch.ops.mat_kernels.window_mask_update_triton(mask, window_size, shift_size)
-
-
-def partial_conv_mask_update(mask: torch.Tensor, *, kernel_size: int, stride: int = 1
-                             ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Triton twin of :func:`mat_kernels.reference.partial_conv_mask_update`.
-
-    Args:
-        mask: (B, 1, H, W), bool or float. kernel_size: odd k. stride: the layer's ``down``.
-    Returns:
-        (new_mask, ratio), each (B, 1, H_out, W_out), H_out = (H - 1) // stride + 1, in the mask's
-        floating dtype (float32 for bool).
-    """
-    _checks.check_partial_conv_args(mask, kernel_size, stride)
-    _check_device(mask)
-    return torch.ops.mat_kernels.partial_conv_mask_update_triton(mask, kernel_size, stride)
-
-
-# ----------------------------------------------------------------------------------------------
-# Ahead-of-time compile configs (see mat_kernels/triton/aot.py)
-# ----------------------------------------------------------------------------------------------
-_AOT_DTYPES = {"bool": "*u8", "fp32": "*fp32", "fp16": "*fp16", "bf16": "*bf16"}
-
-
-def aot_configs() -> List[dict]:
-    """Kernel configurations for the compile gate: MAT's windows (8 on the 64 grid, 16 on the
-    32/16 grids) and its partial convs (k3, stride 1 and 2), plus the other sizes the tests use."""
-    configs = []
-    for dname, ptr in _AOT_DTYPES.items():
-        for ws in (8, 16, 32):
-            configs.append(dict(
-                name=f"window_mask_update ws={ws}", fn=_window_mask_update_kernel, dtype=dname,
-                signature={"m_ptr": ptr, "out_ptr": ptr, "H": "i32", "W": "i32", "n_win_h": "i32",
-                           "n_win_w": "i32", "stride_b": "i32", "stride_h": "i32", "stride_w": "i32",
-                           "shift": "i32"},
-                constexprs={"WS": ws, "BLOCK": triton.next_power_of_2(ws),
-                            "WIN_BLOCK": _window_block(ws, 64 // ws), "IS_BOOL": dname == "bool",
-                            "IS_FP64": False},
-                num_warps=4, mat_shape=ws in (8, 16)))
-        out = "*fp32" if dname == "bool" else ptr
-        for k, stride in ((3, 1), (3, 2), (5, 1), (7, 1)):
-            configs.append(dict(
-                name=f"partial_conv_mask_update k={k} s={stride}", fn=_partial_conv_mask_update_kernel,
-                dtype=dname,
-                signature={"m_ptr": ptr, "new_ptr": out, "ratio_ptr": out, "H": "i32", "W": "i32",
-                           "H_out": "i32", "W_out": "i32", "stride_b": "i32", "stride_h": "i32",
-                           "stride_w": "i32"},
-                constexprs={"K": k, "STRIDE": stride, "BLOCK_H": _PCONV_BLOCK[0], "BLOCK_W": _PCONV_BLOCK[1],
-                            "IS_FP64": False},
-                num_warps=_PCONV_WARPS, mat_shape=k == 3))
-    return configs

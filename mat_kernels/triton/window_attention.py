@@ -19,9 +19,9 @@ not have to fit in registers. Only the per-row log-sum-exp is stored for the bac
 program of head 0 / query block 0 of each window also writes the updated mask (clamp of the
 window's mask sum to [0, 1]) for every token of the window.
 
-Backward (flash-attention-2 style, by recomputation): ``_bwd_preprocess`` computes
-delta = rowsum(dO * O); ``_bwd_dkdv`` (one program per key block) loops over query blocks to
-accumulate dk and dv; ``_bwd_dq`` (one program per query block) loops over key blocks for dq.
+Backward (flash-attention-2 style, by recomputation): ``_window_attention_bwd_preprocess_kernel`` computes
+delta = rowsum(dO * O); ``_window_attention_bwd_dkdv_kernel`` (one program per key block) loops over query blocks to
+accumulate dk and dv; ``_window_attention_bwd_dq_kernel`` (one program per query block) loops over key blocks for dq.
 No atomics, so the gradients are deterministic.
 
 Scores, softmax statistics and accumulators are fp32. ``tl.dot`` takes its inputs in the input
@@ -35,8 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
-MASK_BIAS = -100.0
-
+from ._common import interpreting
 
 # ----------------------------------------------------------------------------------------------
 # index helpers (inlined)
@@ -78,7 +77,9 @@ def _region(n, last_y, last_x, shift, WS: tl.constexpr):
 
 @triton.jit
 def _key_bias(mv):
-    """Official key-validity rule on fp32 mask values: 0 -> -100, 1 -> 0, others unchanged."""
+    """Official key-validity rule on fp32 mask values: 0 -> -100, 1 -> 0, others unchanged.
+    -100 (here and for shift regions) is the official fill value, the reference's MASK_BIAS; a
+    finite fill keeps windows without a valid key equal to plain attention instead of NaN."""
     return tl.where(mv == 0.0, -100.0, tl.where(mv == 1.0, 0.0, mv))
 
 
@@ -96,7 +97,7 @@ def _dot(a, b, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr):
 # forward
 # ----------------------------------------------------------------------------------------------
 @triton.jit
-def _fwd_kernel(Q, K, V, M, O, LSE, NM,
+def _window_attention_fwd_kernel(Q, K, V, M, O, LSE, NM,
                 sqb, sqh, sqw, sqc, skb, skh, skw, skc, svb, svh, svw, svc,
                 smb, smh, smw, sob, soh, sow, soc, snb, snh, snw,
                 H, W, n_wx, n_win, num_heads, shift, scale,
@@ -175,7 +176,7 @@ def _fwd_kernel(Q, K, V, M, O, LSE, NM,
 # backward
 # ----------------------------------------------------------------------------------------------
 @triton.jit
-def _bwd_preprocess(O, DO, DELTA,
+def _window_attention_bwd_preprocess_kernel(O, DO, DELTA,
                     sob, soh, sow, soc, sdb, sdh, sdw, sdc,
                     H, W, n_wx, n_win, num_heads, shift,
                     WS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
@@ -198,7 +199,7 @@ def _bwd_preprocess(O, DO, DELTA,
 
 
 @triton.jit
-def _bwd_dkdv(Q, K, V, M, DO, LSE, DELTA, DK, DV,
+def _window_attention_bwd_dkdv_kernel(Q, K, V, M, DO, LSE, DELTA, DK, DV,
               sqb, sqh, sqw, sqc, skb, skh, skw, skc, svb, svh, svw, svc,
               smb, smh, smw, sdb, sdh, sdw, sdc, sgb, sgh, sgw, sgc,
               H, W, n_wx, n_win, num_heads, shift, scale,
@@ -259,7 +260,7 @@ def _bwd_dkdv(Q, K, V, M, DO, LSE, DELTA, DK, DV,
 
 
 @triton.jit
-def _bwd_dq(Q, K, V, M, DO, LSE, DELTA, DQ,
+def _window_attention_bwd_dq_kernel(Q, K, V, M, DO, LSE, DELTA, DQ,
             sqb, sqh, sqw, sqc, skb, skh, skw, skc, svb, svh, svw, svc,
             smb, smh, smw, sdb, sdh, sdw, sdc, sgb, sgh, sgw, sgc,
             H, W, n_wx, n_win, num_heads, shift, scale,
@@ -315,13 +316,6 @@ def _bwd_dq(Q, K, V, M, DO, LSE, DELTA, DQ,
 # configurations (a fixed table rather than run-time autotuning: results are reproducible, the
 # interpreter stays fast, and every configuration can be compiled ahead of time, see aot_configs)
 # ----------------------------------------------------------------------------------------------
-def _interpreting() -> bool:
-    """Whether these kernels were built by the interpreter (TRITON_INTERPRET=1 at import time;
-    triton.jit decides at decoration, so the kernel's type, not today's environment, tells)."""
-    from triton.runtime.jit import JITFunction
-    return not isinstance(_fwd_kernel, JITFunction)
-
-
 def block_d(head_dim: int) -> int:
     """head_dim padded to the next power of two >= 16 (tl.dot needs every dimension >= 16)."""
     return max(16, triton.next_power_of_2(head_dim))
@@ -380,18 +374,17 @@ def interpreter_config(window_size: int, head_dim: int, dtype: torch.dtype) -> d
 def kernel_config(window_size: int, head_dim: int, dtype: torch.dtype) -> dict:
     """The configuration the launchers use: :func:`device_config`, or
     :func:`interpreter_config` under TRITON_INTERPRET=1."""
-    if _interpreting():
+    if interpreting():
         return interpreter_config(window_size, head_dim, dtype)
     return device_config(window_size, head_dim, dtype)
 
 
-def _dot_prec(dtype: torch.dtype) -> str:
-    # "ieee" keeps fp32 exact (no TF32); fp16/bf16 products are exact in fp32 anyway
-    return "ieee"
+# "ieee" keeps fp32 products exact (no TF32); fp16/bf16 products are exact in fp32 either way.
+DOT_PREC = "ieee"
 
 
 def _upcast(dtype: torch.dtype) -> bool:
-    return dtype == torch.bfloat16 and _interpreting()
+    return dtype == torch.bfloat16 and interpreting()
 
 
 def _geometry(q: torch.Tensor, window_size: int):
@@ -408,7 +401,7 @@ def _mask_args(mask):
     return mask, mask.stride(0), mask.stride(1), mask.stride(2)
 
 
-def fwd_launch(launch, q, k, v, mask, out, lse, new_mask, window_size, shift_size, num_heads, scale):
+def window_attention_fwd(launch, q, k, v, mask, out, lse, new_mask, window_size, shift_size, num_heads, scale):
     """Launch the forward. ``launch(kernel)`` returns something indexable by the grid (the
     kernel itself in eager mode, ``wrap_triton(kernel)`` inside a ``triton_op``).
 
@@ -426,17 +419,17 @@ def fwd_launch(launch, q, k, v, mask, out, lse, new_mask, window_size, shift_siz
         m, smb, smh, smw = q, 0, 0, 0
         nm, snb, snh, snw = q, 0, 0, 0
     grid = (triton.cdiv(N, cfg["BLOCK_M"]), B * n_win * num_heads)
-    launch(_fwd_kernel)[grid](
+    launch(_window_attention_fwd_kernel)[grid](
         q, k, v, m, out, lse, nm,
         *q.stride(), *k.stride(), *v.stride(), smb, smh, smw, *out.stride(), snb, snh, snw,
         H, W, n_wx, n_win, num_heads, shift_size, scale,
         WS=window_size, HEAD_DIM=head_dim, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
         BLOCK_D=cfg["BLOCK_D"], HAS_MASK=has_mask, HAS_SHIFT=shift_size > 0,
-        DOT_PREC=_dot_prec(q.dtype), UPCAST=_upcast(q.dtype), num_warps=cfg["num_warps"],
+        DOT_PREC=DOT_PREC, UPCAST=_upcast(q.dtype), num_warps=cfg["num_warps"],
         num_stages=cfg["num_stages"])
 
 
-def bwd_launch(launch, dout, q, k, v, mask, out, lse, delta, dq, dk, dv,
+def window_attention_bwd(launch, dout, q, k, v, mask, out, lse, delta, dq, dk, dv,
                window_size, shift_size, num_heads, scale):
     """Launch the three backward kernels. delta: (B * nW * heads, N) fp32 scratch;
     dq, dk, dv: (B, H, W, C), dk and dv with equal strides."""
@@ -451,90 +444,21 @@ def bwd_launch(launch, dout, q, k, v, mask, out, lse, delta, dq, dk, dv,
     else:
         m, smb, smh, smw = q, 0, 0, 0
     rows = B * n_win * num_heads
-    launch(_bwd_preprocess)[(triton.cdiv(N, cfg["BLOCK_M"]), rows)](
+    launch(_window_attention_bwd_preprocess_kernel)[(triton.cdiv(N, cfg["BLOCK_M"]), rows)](
         out, dout, delta, *out.stride(), *dout.stride(), H, W, n_wx, n_win, num_heads, shift_size,
         WS=window_size, HEAD_DIM=head_dim, BLOCK_M=cfg["BLOCK_M"], BLOCK_D=cfg["BLOCK_D"],
         num_warps=cfg["num_warps"])
     common = dict(WS=window_size, HEAD_DIM=head_dim, BLOCK_D=cfg["BLOCK_D"], HAS_MASK=has_mask,
-                  HAS_SHIFT=shift_size > 0, DOT_PREC=_dot_prec(q.dtype), UPCAST=_upcast(q.dtype))
+                  HAS_SHIFT=shift_size > 0, DOT_PREC=DOT_PREC, UPCAST=_upcast(q.dtype))
     t = kernel_tiles(cfg, "dkdv")
-    launch(_bwd_dkdv)[(triton.cdiv(N, t["BLOCK_N"]), rows)](
+    launch(_window_attention_bwd_dkdv_kernel)[(triton.cdiv(N, t["BLOCK_N"]), rows)](
         q, k, v, m, dout, lse, delta, dk, dv,
         *q.stride(), *k.stride(), *v.stride(), smb, smh, smw, *dout.stride(), *dk.stride(),
         H, W, n_wx, n_win, num_heads, shift_size, scale, **common, BLOCK_M=t["BLOCK_M"],
         BLOCK_N=t["BLOCK_N"], num_warps=t["num_warps"], num_stages=t["num_stages"])
     t = kernel_tiles(cfg, "dq")
-    launch(_bwd_dq)[(triton.cdiv(N, t["BLOCK_M"]), rows)](
+    launch(_window_attention_bwd_dq_kernel)[(triton.cdiv(N, t["BLOCK_M"]), rows)](
         q, k, v, m, dout, lse, delta, dq,
         *q.stride(), *k.stride(), *v.stride(), smb, smh, smw, *dout.stride(), *dq.stride(),
         H, W, n_wx, n_win, num_heads, shift_size, scale, **common, BLOCK_M=t["BLOCK_M"],
         BLOCK_N=t["BLOCK_N"], num_warps=t["num_warps"], num_stages=t["num_stages"])
-
-
-# ----------------------------------------------------------------------------------------------
-# ahead-of-time compile list
-# ----------------------------------------------------------------------------------------------
-_TT = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-_MAT_SHAPES = ((8, 4), (16, 8))  # (window, shift) of MAT's shifted blocks; shift 0 also used
-_OTHER_SHAPES = ((7, 3, 64), (4, 2, 128), (16, 3, 64), (8, 4, 128))  # (window, shift, head_dim), not MAT
-
-
-def _strides(prefix: str):
-    return {f"{prefix}{c}": "i32" for c in "bhwc"}
-
-
-def aot_configs():
-    """Every kernel at every configuration the launchers use for MAT's shapes (window 8 and 16,
-    head_dim 30 -> BLOCK_D 32, with and without shift and mask, float and bool masks) in
-    fp32/fp16/bf16, plus a few non-MAT shapes (``mat_shape=False``).
-
-    Each entry: {"name", "fn", "signature" (arg -> triton type), "constexprs", "mat_shape",
-    "num_warps", "num_stages", "dtype"} (launch options as the launchers pass them).
-    Strides are typed ``i32`` (what the launcher passes for tensors of < 2**31 elements).
-    """
-    out = []
-    shapes = []
-    for ws, s in _MAT_SHAPES:
-        for shift in (0, s):
-            shapes.append((ws, shift, 30, True))
-    for ws, s, hd in _OTHER_SHAPES:
-        shapes.append((ws, s, hd, False))
-    for dtype, tt in _TT.items():
-        for ws, shift, hd, mat in shapes:
-            cfg = device_config(ws, hd, dtype)
-            launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], dtype=tt)
-            geo = {"H": "i32", "W": "i32", "n_wx": "i32", "n_win": "i32", "num_heads": "i32", "shift": "i32"}
-            base_c = dict(WS=ws, HEAD_DIM=hd, BLOCK_M=cfg["BLOCK_M"], BLOCK_D=cfg["BLOCK_D"])
-            tag = f"{tt}_ws{ws}_s{shift}_d{hd}"
-            # preprocess: no mask / shift dependence (shift is a runtime index offset)
-            if shift == 0:
-                sig = {"O": f"*{tt}", "DO": f"*{tt}", "DELTA": "*fp32", **_strides("so"), **_strides("sd"), **geo}
-                out.append(dict(name=f"bwd_preprocess_{tag}", fn=_bwd_preprocess, signature=sig,
-                                constexprs=dict(base_c), mat_shape=mat, **launch))
-            for mask_tt in (None, "fp32", "u8"):
-                mtt = mask_tt or tt
-                cst = dict(base_c, BLOCK_N=cfg["BLOCK_N"], HAS_MASK=mask_tt is not None,
-                           HAS_SHIFT=shift > 0, DOT_PREC=_dot_prec(dtype), UPCAST=False)
-                mtag = f"{tag}_mask{mask_tt or 'none'}"
-                strides_qkv = {**_strides("sq"), **_strides("sk"), **_strides("sv")}
-                sm = {"smb": "i32", "smh": "i32", "smw": "i32"}
-                sig = {"Q": f"*{tt}", "K": f"*{tt}", "V": f"*{tt}", "M": f"*{mtt}", "O": f"*{tt}",
-                       "LSE": "*fp32", "NM": f"*{mtt}", **strides_qkv, **sm, **_strides("so"),
-                       "snb": "i32", "snh": "i32", "snw": "i32", **geo, "scale": "fp32"}
-                out.append(dict(name=f"fwd_{mtag}", fn=_fwd_kernel, signature=sig, constexprs=cst,
-                                mat_shape=mat, **launch))
-                bsig = {"Q": f"*{tt}", "K": f"*{tt}", "V": f"*{tt}", "M": f"*{mtt}", "DO": f"*{tt}",
-                        "LSE": "*fp32", "DELTA": "*fp32"}
-                dkdv = dict(bsig, DK=f"*{tt}", DV=f"*{tt}", **strides_qkv, **sm, **_strides("sd"),
-                            **_strides("sg"), **geo, scale="fp32")
-                t = kernel_tiles(cfg, "dkdv")
-                out.append(dict(name=f"bwd_dkdv_{mtag}", fn=_bwd_dkdv, signature=dkdv,
-                                constexprs=dict(cst, BLOCK_M=t["BLOCK_M"], BLOCK_N=t["BLOCK_N"]),
-                                mat_shape=mat, num_warps=t["num_warps"], num_stages=t["num_stages"], dtype=tt))
-                dqs = dict(bsig, DQ=f"*{tt}", **strides_qkv, **sm, **_strides("sd"), **_strides("sg"),
-                           **geo, scale="fp32")
-                t = kernel_tiles(cfg, "dq")
-                out.append(dict(name=f"bwd_dq_{mtag}", fn=_bwd_dq, signature=dqs,
-                                constexprs=dict(cst, BLOCK_M=t["BLOCK_M"], BLOCK_N=t["BLOCK_N"]),
-                                mat_shape=mat, num_warps=t["num_warps"], num_stages=t["num_stages"], dtype=tt))
-    return out

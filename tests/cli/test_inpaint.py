@@ -18,7 +18,7 @@ from PIL import Image
 from torch import nn
 
 from mat_kernels import checkpoint as ckpt
-from mat_kernels import images as io
+from mat_kernels.data import images as io
 from mat_kernels.cli import inpaint
 
 FILL = 0.25

@@ -55,7 +55,7 @@ def test_glue_compiles_against_installed_torch(glue_object):
 
 
 def test_every_op_has_a_schema_and_a_cuda_kernel():
-    from mat_kernels import _ext
+    from mat_kernels.cuda import library as _ext
     schemas = [s.split("(")[0] for s in schemas_from_ops_cpp()]
     impls = re.findall(r'm\.impl\("(\w+)"', "".join((CSRC / n).read_text() for n in GLUE_FILES))
     assert sorted(schemas) == sorted(_ext.OP_NAMES)

@@ -1,7 +1,7 @@
 """The Python half of the extension, tested without a GPU.
 
 The schemas of csrc/ops.cpp are declared again, verbatim, in a private namespace whose CPU
-kernels are the reference (plus an explicit logsumexp). ``mat_kernels._ext.register`` then adds
+kernels are the reference (plus an explicit logsumexp). ``mat_kernels.cuda.library.register`` then adds
 its fake kernels and autograd formula to that namespace exactly as it does for the compiled ops,
 and ``mat_kernels.cuda`` is pointed at it. This checks, on CPU: that the schemas parse, that the
 fake kernels agree with real outputs (torch.library.opcheck), that the autograd formula is wired
@@ -15,7 +15,9 @@ import warnings
 import pytest
 import torch
 
-from mat_kernels import _ext, cuda, reference
+from mat_kernels import reference
+from mat_kernels.backends import cuda
+from mat_kernels.cuda import library as _ext
 
 from ._attention_math import reference_lse as _reference_lse
 from ._attention_math import unwindow as _unwindow
@@ -63,9 +65,14 @@ _lib.impl("partial_conv_mask_update_cuda", _pcmu_cpu, "CPU")
 _ext.register(NS)
 
 
+def _attention(q, k, v, mask, window_size, shift_size, num_heads):
+    """The backend's entry point, with the default scale ops would pass."""
+    return cuda.window_attention(q, k, v, mask, window_size, shift_size, num_heads, (q.shape[-1] // num_heads) ** -0.5)
+
+
 @pytest.fixture
 def mock_backend(monkeypatch):
-    monkeypatch.setattr(cuda, "_NAMESPACE", NS)
+    monkeypatch.setattr(_ext, "ops", lambda: getattr(torch.ops, NS))
     monkeypatch.setattr(cuda, "_warned", True)
     return getattr(torch.ops, NS)
 
@@ -128,7 +135,7 @@ def test_autograd_formula_gradcheck(mock_backend, shift, mask_kind):
     mask = None if mask_kind is None else (_mask() if mask_kind == "4d" else _mask()[..., 0])
 
     def fn(q, k, v):
-        return cuda.window_attention(q, k, v, mask, window_size=4, shift_size=shift, num_heads=2)[0]
+        return _attention(q, k, v, mask, 4, shift, 2)[0]
 
     # fast_mode checks random projections of the Jacobian: a wrong or swapped gradient still fails.
     assert torch.autograd.gradcheck(fn, (q, k, v), fast_mode=True)
@@ -137,28 +144,26 @@ def test_autograd_formula_gradcheck(mock_backend, shift, mask_kind):
 def test_wrapper_matches_reference_and_keeps_mask_form(mock_backend):
     q, k, v = _qkv()
     for mask in (None, _mask(), _mask()[..., 0], _mask(dtype=torch.float32).bool()):
-        out, new_mask = cuda.window_attention(q, k, v, mask, window_size=4, shift_size=2, num_heads=2)
+        out, new_mask = _attention(q, k, v, mask, 4, 2, 2)
         ref, ref_mask = reference.window_attention(q, k, v, mask, window_size=4, shift_size=2, num_heads=2)
         assert torch.equal(out, ref)
         if mask is None:
             assert new_mask is None
         else:
             assert new_mask.shape == mask.shape and new_mask.dtype == mask.dtype and torch.equal(new_mask, ref_mask)
-    new_mask, ratio = cuda.partial_conv_mask_update(torch.ones(1, 1, 6, 6), kernel_size=3, stride=1)
+    new_mask, ratio = cuda.partial_conv_mask_update(torch.ones(1, 1, 6, 6), 3, 1)
     assert ratio[0, 0, 0, 0] == 2.25 and torch.equal(new_mask, torch.ones(1, 1, 6, 6))
-    with pytest.raises(ValueError, match="kernel_size must be odd"):
-        cuda.partial_conv_mask_update(torch.ones(1, 1, 6, 6), kernel_size=2)
 
 
 def test_warns_once_that_the_backend_is_unverified(monkeypatch):
-    monkeypatch.setattr(cuda, "_NAMESPACE", NS)
+    monkeypatch.setattr(_ext, "ops", lambda: getattr(torch.ops, NS))
     monkeypatch.setattr(cuda, "_warned", False)
     m = _mask()
     with pytest.warns(cuda.UnverifiedBackendWarning, match="has not been verified on a GPU yet"):
-        cuda.window_mask_update(m, window_size=4)
+        cuda.window_mask_update(m, 4, 0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        cuda.window_mask_update(m, window_size=4)
+        cuda.window_mask_update(m, 4, 0)
 
 
 def test_torch_compile_fullgraph_through_the_ops(mock_backend):
@@ -168,7 +173,7 @@ def test_torch_compile_fullgraph_through_the_ops(mock_backend):
     mask = _mask()
 
     def f(q, k, v):
-        return cuda.window_attention(q, k, v, mask, window_size=4, shift_size=2, num_heads=2)
+        return _attention(q, k, v, mask, 4, 2, 2)
 
     out, nm = torch.compile(f, fullgraph=True, backend="aot_eager")(q, k, v)
     ref, ref_mask = reference.window_attention(q, k, v, mask, window_size=4, shift_size=2, num_heads=2)

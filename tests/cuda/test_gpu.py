@@ -16,12 +16,12 @@ import os
 import pytest
 import torch
 
-from mat_kernels import _ext, ops, reference
-from mat_kernels.testing import assert_close, assert_mask_equal
+from mat_kernels import ops, reference
+from mat_kernels.cuda import library as _ext
+from mat_kernels.testing import (ATTENTION_CASES, MASK_PATTERNS, assert_close, assert_mask_equal,
+                                 check_window_attention, make_mask)
 
-from ..masks_for_tests import MASK_PATTERNS, make_mask
-
-pytestmark = [pytest.mark.gpu, pytest.mark.filterwarnings("ignore::mat_kernels.cuda.UnverifiedBackendWarning")]
+pytestmark = [pytest.mark.gpu, pytest.mark.filterwarnings("ignore::mat_kernels.backends.cuda.UnverifiedBackendWarning")]
 
 OP = "window_attention"
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -45,62 +45,12 @@ def _inputs(B, H, W, C, dtype, fused=False, seed=0):
     return (q, k, v), (q, k, v)
 
 
-def check_against_reference(B, H, W, heads, head_dim, ws, shift, mask, dtype=torch.float32, fused=False, seed=0,
-                            scale=None, backward=True):
-    C = heads * head_dim
-    (q, k, v), leaves = _inputs(B, H, W, C, dtype, fused, seed)
-    mask = None if mask is None else mask.to(DEV)
-    out, new_mask = ops.window_attention(q, k, v, mask, window_size=ws, shift_size=shift, num_heads=heads,
-                                         scale=scale, backend="cuda")
-    assert out.shape == q.shape and out.dtype == dtype
-    assert torch.isfinite(out).all(), "non-finite output"
-    ref_dtype = torch.float64 if dtype == torch.float32 else torch.float32
-    ref_leaves = tuple(t.detach().to(ref_dtype).requires_grad_() for t in leaves)
-    rq, rk, rv = ref_leaves[0].chunk(3, dim=-1) if fused else ref_leaves
-    ref_out, ref_mask = reference.window_attention(rq, rk, rv, mask, window_size=ws, shift_size=shift,
-                                                   num_heads=heads, scale=scale)
-    assert_close(out, ref_out, OP, "fwd", name="out")
-    assert_mask_equal(new_mask, ref_mask)
-    if not backward:
-        return out, new_mask
-    dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1)).to(DEV, dtype)
-    grads = torch.autograd.grad(out, leaves, dout)
-    ref_grads = torch.autograd.grad(ref_out, ref_leaves, dout.to(ref_dtype))
-    for name, got, exp in zip(("dqkv",) if fused else ("dq", "dk", "dv"), grads, ref_grads):
-        assert torch.isfinite(got).all(), f"non-finite {name}"
-        assert_close(got, exp, OP, "bwd", dtype=dtype, name=name)
-    return out, new_mask
-
-
-# Pairwise cover of window/shift {8: 0, 4, 3; 16: 0, 8, 3}, heads {1, 6}, head_dim {30, 32, 64},
-# batch {1, 2}, grids {16x16, 32x32, 16x48} and the six mask patterns; each case in every dtype.
-CASES = [
-    (1, 16, 16, 6, 30, 8, 0, "none"),
-    (2, 16, 48, 1, 30, 8, 4, "random"),
-    (1, 32, 32, 1, 32, 8, 3, "all_holes"),
-    (2, 16, 16, 1, 64, 8, 3, "one_valid_per_window"),
-    (1, 16, 48, 6, 64, 8, 0, "large_hole"),
-    (2, 32, 32, 1, 30, 8, 4, "all_valid"),
-    (1, 16, 16, 1, 32, 16, 0, "random"),
-    (1, 32, 32, 1, 30, 16, 8, "large_hole"),
-    (2, 16, 48, 1, 30, 16, 3, "none"),
-    (1, 16, 16, 6, 30, 16, 3, "one_valid_per_window"),
-    (1, 32, 32, 1, 64, 16, 3, "random"),
-    (1, 16, 16, 1, 30, 16, 8, "all_holes"),
-    (1, 16, 48, 1, 32, 8, 4, "one_valid_per_window"),
-    (1, 16, 16, 6, 32, 8, 4, "all_valid"),
-]
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("B,H,W,heads,head_dim,ws,shift,pattern", CASES, ids=["-".join(map(str, c)) for c in CASES])
-def test_matches_reference(B, H, W, heads, head_dim, ws, shift, pattern, dtype):
-    mask = make_mask(pattern, B, H, W, ws, generator=torch.Generator().manual_seed(1), dtype=torch.float32)
-    check_against_reference(B, H, W, heads, head_dim, ws, shift, mask, dtype=dtype)
+def check_against_reference(*args, **kw):
+    return check_window_attention("cuda", *args, device=DEV, **kw)
 
 
 @pytest.mark.parametrize("dtype", (torch.float16, torch.bfloat16), ids=str)
-@pytest.mark.parametrize("B,H,W,heads,head_dim,ws,shift,pattern", CASES[::3], ids=["-".join(map(str, c)) for c in CASES[::3]])
+@pytest.mark.parametrize("B,H,W,heads,head_dim,ws,shift,pattern", ATTENTION_CASES[::3], ids=["-".join(map(str, c)) for c in ATTENTION_CASES[::3]])
 def test_simt_forward_for_low_precision(monkeypatch, B, H, W, heads, head_dim, ws, shift, pattern, dtype):
     """fp16/bf16 normally run the tensor-core forward; the SIMT one stays correct too."""
     monkeypatch.setenv("MAT_KERNELS_CUDA_SIMT", "1")
@@ -297,10 +247,9 @@ def test_torch_compile_fullgraph():
     (q, k, v), _ = _inputs(1, 16, 16, 60, torch.float16)
     mask = make_mask("random", 1, 16, 16, 8, generator=torch.Generator().manual_seed(13), dtype=torch.float32).to(DEV)
 
-    from mat_kernels import cuda
 
     def f(q, k, v):  # the backend entry (ops.window_attention's dispatch is plain Python around it)
-        return cuda.window_attention(q, k, v, mask, window_size=8, shift_size=4, num_heads=2)
+        return ops.window_attention(q, k, v, mask, window_size=8, shift_size=4, num_heads=2, backend="cuda")
 
     out, nm = torch.compile(f, fullgraph=True)(q, k, v)
     eo, en = f(q, k, v)

@@ -2,7 +2,7 @@
 
 The sm_80 kernel objects and the glue (from the compile fixtures) are linked into a shared
 library like setup.py's build, which a fresh Python loads as ``mat_kernels._C``. Checked there:
-the TORCH_LIBRARY schemas register, ``mat_kernels._ext`` accepts the module and adds fake
+the TORCH_LIBRARY schemas register, ``mat_kernels.cuda.library`` accepts the module and adds fake
 kernels (ops on meta tensors give the right shapes and dtypes), the ops have a CUDA kernel and no
 CPU one, and the backend's only remaining reason on CPU tensors is the device. Running the
 kernels needs a GPU (test_gpu.py).
@@ -26,7 +26,8 @@ CHECK = textwrap.dedent('''
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     sys.modules["mat_kernels._C"] = mod
-    from mat_kernels import _ext, cuda
+    from mat_kernels.backends import cuda
+    from mat_kernels.cuda import library as _ext
     res = {"load_error": _ext.LOAD_ERROR}
     o = _ext.ops()
     res["schemas"] = [str(getattr(o, n).default._schema) for n in _ext.OP_NAMES]

@@ -10,7 +10,7 @@ import torch
 from mat_kernels import reference
 from mat_kernels.testing import assert_close, assert_mask_equal
 
-from ..masks_for_tests import MASK_PATTERNS, make_mask
+from mat_kernels.testing import MASK_PATTERNS, make_mask
 
 
 def naive_window_attention(q, k, v, mask, window_size, shift_size, num_heads, scale=None):

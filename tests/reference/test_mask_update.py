@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from mat_kernels import reference
 
-from ..masks_for_tests import MASK_PATTERNS, make_mask
+from mat_kernels.testing import MASK_PATTERNS, make_mask
 
 
 @pytest.mark.parametrize("pattern", [p for p in MASK_PATTERNS if p != "none"])

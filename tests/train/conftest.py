@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mat_kernels.losses import VGG19Features
+from mat_kernels.train.losses import VGG19Features
 
 
 @pytest.fixture(scope="session")

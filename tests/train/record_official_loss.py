@@ -7,7 +7,7 @@ tests/train/data/official_two_stage_loss.pt, which test_official_parity.py compa
 
 <official MAT checkout> provides losses/, torch_utils/, dnnlib/. torchvision is not installable
 beside the CPU torch pin, so <stubs> must provide ``torchvision.models.vgg.vgg19(pretrained)``
-returning mat_kernels.losses.VGG19Features('pool5') with the weights passed in $FAKE_VGG (and an
+returning mat_kernels.train.losses.VGG19Features('pool5') with the weights passed in $FAKE_VGG (and an
 empty ``requests`` module for dnnlib). The inputs are regenerated from seeds by ``make_inputs``.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 
 import torch
 
-from mat_kernels.losses import VGG19Features
+from mat_kernels.train.losses import VGG19Features
 from mat_kernels.train import TrainConfig
 from tests.train import tiny_models
 

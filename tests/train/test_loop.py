@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mat_kernels.losses import TwoStageLoss
+from mat_kernels.train.losses import TwoStageLoss
 from mat_kernels.train import TrainConfig, build_parser, config_from_args, train
 from mat_kernels.train.loop import enable_grad_checkpointing, find_latest_checkpoint, parameter_digest
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mat_kernels.losses import PerceptualLoss, TwoStageLoss
+from mat_kernels.train.losses import PerceptualLoss, TwoStageLoss
 
 from .record_official_loss import LOSS_KW, make_inputs, make_vgg_and_pair, run_phases
 

@@ -1,4 +1,4 @@
-"""Fused Triton bias_act vs the reference mat_kernels.nn.layers.bias_act.
+"""Fused Triton bias_act (ops.bias_act(backend="triton")) vs the reference mat_kernels.reference.bias_act.
 
 Without a GPU the kernels run in Triton's interpreter on CPU tensors (tests/conftest.py sets
 TRITON_INTERPRET=1 first); with one, the same tests run on CUDA. The kernel follows the
@@ -12,14 +12,19 @@ import os
 import pytest
 import torch
 
-from mat_kernels.nn.layers import bias_act
+from mat_kernels import backends, ops
+from mat_kernels.reference import bias_act
 from mat_kernels.testing import assert_close
 
-ba = pytest.importorskip("mat_kernels.triton.bias_act")
+pytest.importorskip("mat_kernels.triton.bias_act")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("no CUDA device and TRITON_INTERPRET is not 1", allow_module_level=True)
+
+def bias_act_triton(x, b=None, dim=1, act="linear", **kw):
+    return ops.bias_act(x, b, dim, act, backend="triton", **kw)
+
 
 # (shape, dim): NCHW conv output (bias along channels), FC output (bias along the last dim),
 # a 1-D tensor, and a size that is not a multiple of the kernel's block.
@@ -57,7 +62,7 @@ def _run(fn, x, b, dy, dim, act, kw, device):
 def test_bias_act_matches_reference(shape, dim, act, kw, dtype):
     x, b = _inputs(shape, dim, dtype, bias=shape != (11,) or act != "relu")
     dy = torch.randn(shape, generator=torch.Generator().manual_seed(1)).to(dtype)
-    y, grads = _run(ba.bias_act_triton, x, b, dy, dim, act, kw, DEVICE)
+    y, grads = _run(bias_act_triton, x, b, dy, dim, act, kw, DEVICE)
     assert y.dtype == dtype and y.shape == x.shape
     # Against the reference in a wider dtype, with the table's tolerances.
     w = WIDER[dtype]
@@ -89,7 +94,7 @@ def test_bias_act_without_bias_and_non_contiguous():
     x = torch.randn(4, 6, 5).transpose(0, 2)  # (5, 6, 4), non-contiguous
     dy = torch.randn(5, 6, 4)
     for b in (None, torch.randn(6)):
-        y, grads = _run(ba.bias_act_triton, x, b, dy, 1, "lrelu", {}, DEVICE)
+        y, grads = _run(bias_act_triton, x, b, dy, 1, "lrelu", {}, DEVICE)
         y_ref, grads_ref = _run(bias_act, x.double(), None if b is None else b.double(), dy.double(), 1,
                                 "lrelu", {}, "cpu")
         assert_close(y, y_ref, "bias_act", "fwd", torch.float32, "y")
@@ -112,7 +117,7 @@ def test_gradcheck_and_gradgradcheck_fp64(act, kw):
         x = torch.where(near, x + 0.5, x)
     x = x.to(DEVICE).requires_grad_(True)
     b = b.to(DEVICE).requires_grad_(True)
-    fn = lambda x, b: ba.bias_act_triton(x, b, 1, act, **kw)
+    fn = lambda x, b: bias_act_triton(x, b, 1, act, **kw)
     assert torch.autograd.gradcheck(fn, (x, b))
     assert torch.autograd.gradgradcheck(fn, (x, b))
 
@@ -124,7 +129,7 @@ def test_double_backward_matches_reference_r1_style():
     w0 = torch.randn(6, generator=g)
     b0 = torch.randn(6, generator=g)
     results = []
-    for fn, device in ((ba.bias_act_triton, DEVICE), (bias_act, "cpu")):
+    for fn, device in ((bias_act_triton, DEVICE), (bias_act, "cpu")):
         x = x0.to(device).requires_grad_(True)
         w = w0.to(device).requires_grad_(True)
         b = b0.to(device).requires_grad_(True)
@@ -145,34 +150,31 @@ def test_opcheck_and_compile():
     torch.library.opcheck(torch.ops.mat_kernels.bias_act_triton.default, (x, None, 2, "relu", 0.0, 1.0, 0.5))
     torch.library.opcheck(torch.ops.mat_kernels.bias_act_grad_triton.default,
                           (dy, x, b, 1, "lrelu", 0.2, 2 ** 0.5, 1.0))
-    compiled = torch.compile(lambda x, b: ba.bias_act_triton(x, b, 1, "lrelu"), backend="aot_eager", fullgraph=True)
+    compiled = torch.compile(lambda x, b: bias_act_triton(x, b, 1, "lrelu"), backend="aot_eager", fullgraph=True)
     y = compiled(x, b)
     y.sum().backward()
     assert_close(y, bias_act(x.detach().cpu().double(), b.detach().cpu().double(), 1, "lrelu"),
                  "bias_act", "fwd", torch.float32, "y")
 
 
-def test_can_use_and_bad_inputs():
+def test_limits_and_bad_inputs():
     x = torch.randn(2, 3, device=DEVICE)
-    on_gpu = DEVICE == "cuda"
-    assert ba.can_use_bias_act_triton(x, act="lrelu", allow_interpreter=True)
-    assert ba.can_use_bias_act_triton(x, act="lrelu") == on_gpu  # interpreter only when asked for
-    assert not ba.can_use_bias_act_triton(x, act="tanh", allow_interpreter=True)
-    assert not ba.can_use_bias_act_triton(x.int(), allow_interpreter=True)
-    assert not ba.can_use_bias_act_triton(x, torch.ones(3, dtype=torch.float64, device=DEVICE),
-                                          allow_interpreter=True)
-    with pytest.raises(ValueError, match="act must be one of"):
-        ba.bias_act_triton(x, act="swish")
+    facts = dict(device=x.device, dtype=x.dtype, act="lrelu", bias_dtype=None)
+    assert backends.not_supported_reasons("triton", "bias_act", facts) == []
+    assert backends.not_supported_reasons("triton", "bias_act", dict(facts, act="tanh"))
+    assert backends.not_supported_reasons("triton", "bias_act", dict(facts, bias_dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="act must be one of"):
+        bias_act_triton(x, act="swish")
+    with pytest.raises(RuntimeError, match="b must have x's dtype"):
+        bias_act_triton(x, torch.ones(3, dtype=torch.float64, device=DEVICE), dim=1)
     with pytest.raises(ValueError, match=r"b must have shape \(x.shape\[dim\],\)"):
-        ba.bias_act_triton(x, torch.ones(2, device=DEVICE), dim=1)
-    with pytest.raises(TypeError, match="b must have x's dtype"):
-        ba.bias_act_triton(x, torch.ones(3, dtype=torch.float64, device=DEVICE), dim=1)
+        bias_act_triton(x, torch.ones(2, device=DEVICE), dim=1)
     with pytest.raises(ValueError, match="dim must be an int"):
-        ba.bias_act_triton(x, dim=2)
-    with pytest.raises(TypeError, match="x must be fp16/bf16/fp32/fp64"):
-        ba.bias_act_triton(x.int())
+        bias_act_triton(x, dim=2)
+    with pytest.raises(TypeError, match="x must be a floating tensor"):
+        bias_act_triton(x.int())
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):
-        ba.bias_act_triton([1.0])
+        bias_act_triton([1.0])
 
 
 @pytest.mark.gpu
@@ -183,7 +185,7 @@ def test_bias_act_mat_shapes_gpu(dtype):
                            ((2, 512, 129, 77), 1, {})]:
         x, b = _inputs(shape, dim, dtype)
         dy = torch.randn(shape, generator=torch.Generator().manual_seed(1)).to(dtype)
-        y, grads = _run(ba.bias_act_triton, x, b, dy, dim, "lrelu", kw, "cuda")
+        y, grads = _run(bias_act_triton, x, b, dy, dim, "lrelu", kw, "cuda")
         w = WIDER[dtype]
         y_ref, grads_ref = _run(bias_act, x.to(w), b.to(w), dy.to(w), dim, "lrelu", kw, "cuda")
         assert_close(y, y_ref, "bias_act", "fwd", dtype, "y")

@@ -48,28 +48,25 @@ def test_failures_flag_spills_in_mat_shapes_and_compile_errors():
     assert "does not compile: CompilationError: boom" in bad[3]
 
 
-def test_collect_requires_aot_configs():
-    """A window_attention module without aot_configs fails the gate (it is not skipped); so do
-    a raising aot_configs and a config with missing keys."""
-    fine = types.ModuleType("fine")
-    fine.aot_configs = lambda: [dict(name="a", fn=None, signature={}, constexprs={}, mat_shape=True)]
-    raising = types.ModuleType("raising")
-    raising.aot_configs = lambda: 1 / 0
-    partial = types.ModuleType("partial")
-    partial.aot_configs = lambda: [dict(name="b", fn=None)]
-    found, errors = aot.collect({"fine": fine, "window_attention": types.ModuleType("window_attention"),
-                                 "raising": raising, "partial": partial, "helpers": types.ModuleType("h")})
+def test_collect_requires_a_table_per_kernel_module():
+    """A window_attention module without a compile table fails the gate (it is not skipped); so do
+    a raising table and a config with missing keys. A module without kernels needs no table."""
+    tables = {"fine": lambda: [dict(name="a", fn=None, signature={}, constexprs={}, mat_shape=True)],
+              "raising": lambda: 1 / 0,
+              "partial": lambda: [dict(name="b", fn=None)]}
+    modules = {"window_attention": types.ModuleType("window_attention"), "helpers": types.ModuleType("h")}
+    found, errors = aot.collect(tables, modules)
     assert [(m, i) for m, i, _ in found] == [("fine", 0)]
-    assert any(e.startswith("window_attention: exports no aot_configs()") for e in errors)
-    assert any(e.startswith("raising: aot_configs() raised ZeroDivisionError") for e in errors)
+    assert any(e.startswith("window_attention: has no compile table") for e in errors)
+    assert any(e.startswith("raising: its compile table raised ZeroDivisionError") for e in errors)
     assert any(e.startswith("partial: config 0 lacks") for e in errors)
-    assert len(errors) == 3  # a module without kernels and without aot_configs is fine
+    assert len(errors) == 3
 
 
 def test_every_kernel_module_is_collected():
     names = aot.kernel_modules()
     assert {"mask_update", "bias_act"} <= set(names)
-    assert "aot" not in names
+    assert not {"aot", "aot_table", "library"} & set(names)
 
 
 def _gate(tier: str, capsys) -> None:

@@ -14,11 +14,19 @@ import torch
 from mat_kernels import ops, reference
 from mat_kernels.testing import assert_mask_equal
 
-mu = pytest.importorskip("mat_kernels.triton.mask_update")
+pytest.importorskip("mat_kernels.triton.mask_update")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("no CUDA device and TRITON_INTERPRET is not 1", allow_module_level=True)
+
+def window_mask_update(mask, **kw):
+    return ops.window_mask_update(mask, backend="triton", **kw)
+
+
+def partial_conv_mask_update(mask, **kw):
+    return ops.partial_conv_mask_update(mask, backend="triton", **kw)
+
 
 PATTERNS = ("none_valid", "all_valid", "random", "sparse", "one_token", "big_hole", "fractional")
 
@@ -70,7 +78,7 @@ def test_window_mask_update_matches_reference(H, W, ws, shift, dtype):
     m = _masks(H, W, patterns).unsqueeze(-1)
     m = (m > 0) if dtype == torch.bool else m.to(dtype)
     m = m.to(DEVICE)
-    got = mu.window_mask_update(m, window_size=ws, shift_size=shift)
+    got = window_mask_update(m, window_size=ws, shift_size=shift)
     want = reference.window_mask_update(m.cpu(), window_size=ws, shift_size=shift)
     assert_mask_equal(got, want)
 
@@ -79,7 +87,7 @@ def test_window_mask_update_matches_reference(H, W, ws, shift, dtype):
 def test_window_mask_update_other_dtypes(dtype):
     m = _masks(16, 32).to(dtype).unsqueeze(-1).to(DEVICE)
     for ws, shift in ((8, 4), (16, 3)):
-        got = mu.window_mask_update(m, window_size=ws, shift_size=shift)
+        got = window_mask_update(m, window_size=ws, shift_size=shift)
         assert_mask_equal(got, reference.window_mask_update(m.cpu(), window_size=ws, shift_size=shift))
 
 
@@ -93,7 +101,7 @@ def test_window_mask_update_layouts():
         (full[:, :, :16].unsqueeze(-1).to(DEVICE), 16, 0),             # a single window
     ]
     for m, ws, shift in cases:
-        got = mu.window_mask_update(m, window_size=ws, shift_size=shift)
+        got = window_mask_update(m, window_size=ws, shift_size=shift)
         assert got.is_contiguous()
         assert_mask_equal(got, reference.window_mask_update(m.cpu(), window_size=ws, shift_size=shift))
 
@@ -106,7 +114,7 @@ def test_window_mask_update_rule_by_hand():
     become valid."""
     m = torch.zeros(1, 16, 16, 1)
     m[0, 15, 15] = 1
-    got = mu.window_mask_update(m.to(DEVICE), window_size=8, shift_size=4).cpu()[0, :, :, 0]
+    got = window_mask_update(m.to(DEVICE), window_size=8, shift_size=4).cpu()[0, :, :, 0]
     idx = torch.tensor([12, 13, 14, 15, 0, 1, 2, 3])
     want = torch.zeros(16, 16)
     want[idx[:, None], idx[None, :]] = 1
@@ -127,7 +135,7 @@ def test_partial_conv_mask_update_matches_reference(H, W, k, stride, dtype):
     patterns = PATTERNS if dtype != torch.bool else PATTERNS[:-1]
     m = _masks(H, W, patterns).unsqueeze(1)
     m = (m > 0) if dtype == torch.bool else m.to(dtype)
-    new, ratio = mu.partial_conv_mask_update(m.to(DEVICE), kernel_size=k, stride=stride)
+    new, ratio = partial_conv_mask_update(m.to(DEVICE), kernel_size=k, stride=stride)
     want_new, want_ratio = reference.partial_conv_mask_update(m, kernel_size=k, stride=stride)
     assert new.dtype == torch.float32 or dtype != torch.bool
     assert_mask_equal(new, want_new, "new_mask")
@@ -140,7 +148,7 @@ def test_partial_conv_mask_update_other_dtypes(dtype):
     (no NaN at holes, although 1e-8 underflows in fp16): the float32 result rounded to the dtype."""
     m = _masks(17, 12).unsqueeze(1).to(dtype)
     for k, stride in ((3, 1), (5, 2)):
-        new, ratio = mu.partial_conv_mask_update(m.to(DEVICE), kernel_size=k, stride=stride)
+        new, ratio = partial_conv_mask_update(m.to(DEVICE), kernel_size=k, stride=stride)
         want_new, want_ratio = reference.partial_conv_mask_update(m, kernel_size=k, stride=stride)
         assert new.dtype == dtype and ratio.dtype == dtype
         assert torch.isfinite(ratio).all() and (want_new == 0).any()
@@ -154,7 +162,7 @@ def test_partial_conv_mask_update_other_dtypes(dtype):
 
 def test_partial_conv_mask_update_by_hand():
     """Independent of the reference: all-valid 4x4 mask, k=3 -> corner 9/4, edge 9/6, inside 1."""
-    new, ratio = mu.partial_conv_mask_update(torch.ones(1, 1, 4, 4, device=DEVICE), kernel_size=3)
+    new, ratio = partial_conv_mask_update(torch.ones(1, 1, 4, 4, device=DEVICE), kernel_size=3)
     counts = torch.tensor([[4., 6, 6, 4], [6, 9, 9, 6], [6, 9, 9, 6], [4, 6, 6, 4]])
     assert torch.equal(new.cpu()[0, 0], torch.ones(4, 4))
     assert torch.equal(ratio.cpu()[0, 0], (1 / counts) * 9)
@@ -163,7 +171,7 @@ def test_partial_conv_mask_update_by_hand():
 def test_partial_conv_mask_update_non_contiguous():
     m = _masks(12, 20, ("random", "big_hole")).transpose(1, 2).unsqueeze(1)  # (2, 1, 20, 12) strided
     assert not m.is_contiguous()
-    new, ratio = mu.partial_conv_mask_update(m.to(DEVICE), kernel_size=3, stride=2)
+    new, ratio = partial_conv_mask_update(m.to(DEVICE), kernel_size=3, stride=2)
     want_new, want_ratio = reference.partial_conv_mask_update(m, kernel_size=3, stride=2)
     assert_mask_equal(new, want_new, "new_mask")
     assert_mask_equal(ratio, want_ratio, "ratio")
@@ -211,11 +219,12 @@ def test_bad_inputs_raise_clear_errors(call, exc, words):
 
 @pytest.mark.skipif(DEVICE != "cpu", reason="the CPU refusal is only reachable without a GPU")
 def test_cpu_tensor_without_interpreter_is_refused(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    from mat_kernels.triton import _common
+    monkeypatch.setattr(_common, "interpreting", lambda: False)
     with pytest.raises(RuntimeError, match="needs CUDA tensors"):
-        ops.window_mask_update(torch.ones(1, 16, 16), window_size=8, backend="triton")
-    with pytest.raises(ValueError, match="mask must be a CUDA tensor"):
-        mu.partial_conv_mask_update(torch.ones(1, 1, 8, 8), kernel_size=3)
+        window_mask_update(torch.ones(1, 16, 16), window_size=8)
+    with pytest.raises(RuntimeError, match="needs CUDA tensors"):
+        partial_conv_mask_update(torch.ones(1, 1, 8, 8), kernel_size=3)
 
 
 def test_opcheck():
@@ -228,8 +237,8 @@ def test_opcheck():
 
 def test_torch_compile_fullgraph():
     def step(token_mask, image_mask):
-        new_tokens = mu.window_mask_update(token_mask, window_size=8, shift_size=4)
-        new_image, ratio = mu.partial_conv_mask_update(image_mask, kernel_size=3, stride=2)
+        new_tokens = window_mask_update(token_mask, window_size=8, shift_size=4)
+        new_image, ratio = partial_conv_mask_update(image_mask, kernel_size=3, stride=2)
         return new_tokens, new_image, ratio
 
     m = _masks(16, 16, ("random", "sparse")).to(DEVICE)
@@ -248,7 +257,7 @@ def test_window_mask_update_mat_shapes_gpu(B, H, W, ws, shift):
     m = (torch.rand(B, H, W, 1, device="cuda") < 0.3).float()
     m[:, : H // 2] = 0
     for mask in (m, m > 0, m.half(), m.bfloat16()):
-        assert_mask_equal(mu.window_mask_update(mask, window_size=ws, shift_size=shift),
+        assert_mask_equal(window_mask_update(mask, window_size=ws, shift_size=shift),
                           reference.window_mask_update(mask.cpu(), window_size=ws, shift_size=shift))
 
 
@@ -260,7 +269,7 @@ def test_partial_conv_mask_update_mat_shapes_gpu(B, H, W, k, stride):
     m[:, :, H // 3: H // 2] = 0
     frac = torch.randint(0, 256, m.shape, device="cuda").float() / 256 * (torch.rand(m.shape, device="cuda") < 0.05)
     for mask in (m, m > 0, frac, m.half(), m.bfloat16(), frac.half(), m.double()):
-        new, ratio = mu.partial_conv_mask_update(mask, kernel_size=k, stride=stride)
+        new, ratio = partial_conv_mask_update(mask, kernel_size=k, stride=stride)
         # The reference runs on CPU: cuDNN may pick a Winograd/FFT algorithm whose count is not exact.
         want_new, want_ratio = reference.partial_conv_mask_update(mask.cpu(), kernel_size=k, stride=stride)
         assert_mask_equal(new, want_new, "new_mask")

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-wa = pytest.importorskip("mat_kernels.triton.autograd")
+wa = pytest.importorskip("mat_kernels.triton.library")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
@@ -61,7 +61,7 @@ import os, sys
 os.environ.pop("TRITON_INTERPRET", None)
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
-import mat_kernels.triton.autograd as ag
+import mat_kernels.triton.library as ag
 from torch._library.custom_ops import CustomOpDef
 with FakeTensorMode():
     q, k, v = (torch.empty(2, 32, 32, 180, device="cuda") for _ in range(3))

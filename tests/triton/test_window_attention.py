@@ -1,28 +1,23 @@
-"""Triton window attention (forward, mask update, backward) against the reference in float64.
+"""What is specific to the Triton window attention: mask forms, strides, tilings, the launchers,
+autocast and torch.compile. The case list every backend runs is in tests/test_ops.py; all checks
+go through mat_kernels.testing.check_window_attention.
 
 Without a GPU the kernels run in Triton's interpreter on CPU tensors (tests/conftest.py sets
 TRITON_INTERPRET=1 before any kernel module is imported); with one, the same tests run on CUDA.
-The interpreter costs milliseconds per program instance, so the default run covers the
-parameter space by pairwise combination (every pair of values of window/shift, heads,
-head_dim, batch, grid and mask pattern appears in some case); the full cartesian product is
-``@pytest.mark.extended``.
+The full cartesian product of the case parameters is ``@pytest.mark.extended``.
 """
 from __future__ import annotations
 
 import itertools
 import os
-
 import types
 
 import pytest
 import torch
 
 from mat_kernels import ops, reference
-from mat_kernels.testing import assert_close, assert_mask_equal
+from mat_kernels.testing import MASK_PATTERNS, assert_close, assert_mask_equal, check_window_attention, make_mask
 
-from ..masks_for_tests import MASK_PATTERNS, make_mask
-
-wa = pytest.importorskip("mat_kernels.triton.autograd")
 kernels = pytest.importorskip("mat_kernels.triton.window_attention")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -44,87 +39,12 @@ def _inputs(B, H, W, C, dtype, fused=False, seed=0):
     return (q, k, v), (q, k, v)
 
 
-def _ref_inputs(leaves, fused, ref_dtype):
-    ref_leaves = tuple(t.detach().to(ref_dtype).requires_grad_() for t in leaves)
-    qkv = ref_leaves[0].chunk(3, dim=-1) if fused else ref_leaves
-    return qkv, ref_leaves
+def check_against_reference(*args, **kw):
+    return check_window_attention("triton", *args, device=DEVICE, **kw)
 
 
-def check_against_reference(B, H, W, heads, head_dim, ws, shift, mask, dtype=torch.float32, fused=False,
-                            seed=0, backward=True):
-    """Run Triton and the reference (float64 for fp32, float32 for fp16/bf16, as the table says)
-    on the same inputs; compare out, the new mask (exactly) and the input gradients."""
-    C = heads * head_dim
-    (q, k, v), leaves = _inputs(B, H, W, C, dtype, fused, seed)
-    mask = None if mask is None else mask.to(DEVICE)
-    out, new_mask = wa.window_attention(q, k, v, mask, window_size=ws, shift_size=shift, num_heads=heads)
-    assert out.shape == q.shape and out.dtype == dtype
-    assert torch.isfinite(out).all(), "non-finite output"
-
-    ref_dtype = torch.float64 if dtype == torch.float32 else torch.float32
-    (rq, rk, rv), ref_leaves = _ref_inputs(leaves, fused, ref_dtype)
-    ref_out, ref_mask = reference.window_attention(rq, rk, rv, mask, window_size=ws, shift_size=shift,
-                                                   num_heads=heads)
-    assert_close(out, ref_out, OP, "fwd", name="out")
-    assert_mask_equal(new_mask, ref_mask)
-    if not backward:
-        return
-    g = torch.Generator().manual_seed(seed + 1)
-    dout = torch.randn(out.shape, generator=g).to(DEVICE, dtype)
-    grads = torch.autograd.grad(out, leaves, dout)
-    ref_grads = torch.autograd.grad(ref_out, ref_leaves, dout.to(ref_dtype))
-    names = ("dqkv",) if fused else ("dq", "dk", "dv")
-    for name, got, exp in zip(names, grads, ref_grads):
-        assert torch.isfinite(got).all(), f"non-finite {name}"
-        assert_close(got, exp, OP, "bwd", dtype=dtype, name=name)
-
-
-# (B, H, W, heads, head_dim, window, shift, mask pattern): a pairwise cover of
-# window/shift in {8: 0, 4, 3; 16: 0, 8, 3}, heads {1, 6}, head_dim {30, 32, 64}, batch {1, 2},
-# grids {16x16, 32x32, 16x48}, and the six mask patterns of tests/masks_for_tests.py.
-CASES = [
-    (1, 16, 16, 6, 30, 8, 0, "none"),
-    (2, 16, 48, 1, 30, 8, 4, "random"),
-    (2, 16, 16, 1, 32, 8, 3, "all_holes"),
-    (2, 16, 16, 6, 64, 8, 3, "one_valid_per_window"),
-    (1, 16, 16, 6, 64, 8, 0, "large_hole"),
-    (2, 16, 16, 1, 30, 8, 4, "all_valid"),
-    (1, 16, 16, 1, 32, 16, 0, "all_valid"),
-    (1, 32, 32, 1, 30, 16, 8, "large_hole"),
-    (2, 16, 48, 1, 30, 16, 3, "none"),
-    (1, 16, 16, 6, 30, 16, 3, "one_valid_per_window"),
-    (1, 32, 32, 1, 64, 16, 3, "random"),
-    (1, 16, 16, 1, 30, 16, 8, "all_holes"),
-    (1, 16, 48, 1, 32, 8, 4, "one_valid_per_window"),
-    (1, 16, 16, 6, 32, 8, 4, "all_valid"),
-]
-
-
-@pytest.mark.parametrize("B,H,W,heads,head_dim,ws,shift,pattern", CASES,
-                         ids=["-".join(map(str, c)) for c in CASES])
-def test_matches_reference(B, H, W, heads, head_dim, ws, shift, pattern):
-    g = torch.Generator().manual_seed(1)
-    mask = make_mask(pattern, B, H, W, ws, generator=g, dtype=torch.float32)
-    check_against_reference(B, H, W, heads, head_dim, ws, shift, mask)
-
-
-def test_pairwise_cover_is_complete():
-    """Every pair of parameter values the docstring promises appears in some case."""
-    dims = {0: (1, 2), 3: (1, 6), 4: (30, 32, 64), 7: MASK_PATTERNS}
-    grids = {(16, 16), (32, 32), (16, 48)}
-    ws_shift = {(8, 0), (8, 4), (8, 3), (16, 0), (16, 8), (16, 3)}
-    assert {(c[1], c[2]) for c in CASES} == grids
-    assert {(c[5], c[6]) for c in CASES} == ws_shift
-    for i, j in itertools.combinations(dims, 2):
-        want = set(itertools.product(dims[i], dims[j]))
-        got = {(c[i], c[j]) for c in CASES}
-        # mask pattern x head_dim and pattern x heads are covered only where cheap; every pattern
-        # still meets every window/shift family below
-        if {i, j} <= {0, 3, 4}:
-            assert want <= got, (i, j, want - got)
-    for pattern in MASK_PATTERNS:
-        assert {c[5] for c in CASES if c[7] == pattern} == {8, 16}, pattern
-        assert any(c[6] > 0 for c in CASES if c[7] == pattern), pattern
+def _triton(q, k, v, mask, **kw):
+    return ops.window_attention(q, k, v, mask, backend="triton", **kw)
 
 
 @pytest.mark.parametrize("mask_form", ["bool", "bool_3d", "float_3d", "float16"])
@@ -177,7 +97,7 @@ def test_channels_last_like_strides():
     x = torch.randn(B, heads * d, H, W, dtype=torch.float32, device=DEVICE)
     q = x.permute(0, 2, 3, 1)  # stride of C is H*W
     k, v = torch.randn_like(q), torch.randn_like(q)
-    out, _ = wa.window_attention(q, k, v, None, window_size=ws, shift_size=3, num_heads=heads)
+    out, _ = _triton(q, k, v, None, window_size=ws, shift_size=3, num_heads=heads)
     ref, _ = reference.window_attention(q.double(), k.double(), v.double(), None, window_size=ws,
                                         shift_size=3, num_heads=heads)
     assert_close(out, ref, OP, "fwd")
@@ -188,8 +108,8 @@ def test_all_holes_equals_plain_attention():
     B, H, W, heads, d, ws = 1, 16, 16, 2, 30, 8
     (q, k, v), _ = _inputs(B, H, W, heads * d, torch.float32)
     holes = torch.zeros(B, H, W, 1, device=DEVICE)
-    out, new_mask = wa.window_attention(q, k, v, holes, window_size=ws, shift_size=0, num_heads=heads)
-    plain, none_mask = wa.window_attention(q, k, v, None, window_size=ws, shift_size=0, num_heads=heads)
+    out, new_mask = _triton(q, k, v, holes, window_size=ws, shift_size=0, num_heads=heads)
+    plain, none_mask = _triton(q, k, v, None, window_size=ws, shift_size=0, num_heads=heads)
     assert none_mask is None
     assert torch.equal(new_mask, holes)
     assert_close(out, plain, OP, "fwd")
@@ -208,7 +128,7 @@ def test_custom_scale_and_small_window():
     B, H, W, heads, d, ws = 1, 14, 14, 1, 128, 7
     (q, k, v), leaves = _inputs(B, H, W, heads * d, torch.float32)
     mask = (torch.rand(B, H, W, 1) > 0.5).float().to(DEVICE)
-    out, nm = wa.window_attention(q, k, v, mask, window_size=ws, shift_size=2, num_heads=heads, scale=0.05)
+    out, nm = _triton(q, k, v, mask, window_size=ws, shift_size=2, num_heads=heads, scale=0.05)
     rq, rk, rv = (t.detach().double().requires_grad_() for t in (q, k, v))
     ref, rm = reference.window_attention(rq, rk, rv, mask, window_size=ws, shift_size=2, num_heads=heads, scale=0.05)
     assert_close(out, ref, OP, "fwd")
@@ -249,9 +169,9 @@ def test_device_tiles_fp32(monkeypatch):
 def test_ops_dispatches_to_triton(monkeypatch):
     """ops.window_attention(backend="triton") reaches the fused forward and backward launchers."""
     calls = []
-    fwd, bwd = kernels.fwd_launch, kernels.bwd_launch
-    monkeypatch.setattr(kernels, "fwd_launch", lambda *a, **kw: (calls.append("fwd"), fwd(*a, **kw))[1])
-    monkeypatch.setattr(kernels, "bwd_launch", lambda *a, **kw: (calls.append("bwd"), bwd(*a, **kw))[1])
+    fwd, bwd = kernels.window_attention_fwd, kernels.window_attention_bwd
+    monkeypatch.setattr(kernels, "window_attention_fwd", lambda *a, **kw: (calls.append("fwd"), fwd(*a, **kw))[1])
+    monkeypatch.setattr(kernels, "window_attention_bwd", lambda *a, **kw: (calls.append("bwd"), bwd(*a, **kw))[1])
     B, H, W, heads, d, ws = 1, 16, 16, 2, 30, 8
     (q, k, v), leaves = _inputs(B, H, W, heads * d, torch.float32)
     mask = (torch.rand(B, H, W, 1) > 0.5).float().to(DEVICE)
@@ -268,7 +188,7 @@ def test_ops_dispatches_to_triton(monkeypatch):
 
 
 def test_backend_entry_is_the_op_not_the_kernel_module():
-    """The registry's Triton entry (mat_kernels.triton._backend) exposes the op function, which
+    """The registry's Triton entry (mat_kernels.backends.triton) exposes the op function, which
     the kernel submodule of the same name cannot shadow."""
     import mat_kernels.triton.window_attention  # noqa: F401  (the submodule, imported first)
     from mat_kernels import backends
@@ -276,7 +196,7 @@ def test_backend_entry_is_the_op_not_the_kernel_module():
                                                             head_dim=16, window_size=8))
     assert callable(fn) and not isinstance(fn, types.ModuleType)
     (q, k, v), _ = _inputs(1, 8, 8, 16, torch.float32)
-    out, nm = fn(q, k, v, None, window_size=8, num_heads=1)
+    out, nm = fn(q, k, v, None, 8, 0, 1, 16 ** -0.5)
     assert nm is None and out.shape == q.shape
 
 
@@ -291,7 +211,7 @@ def test_mask_gets_no_gradient():
     B, H, W, ws = 1, 8, 8, 8
     (q, k, v), _ = _inputs(B, H, W, 16, torch.float32)
     mask = torch.rand(B, H, W, 1, device=DEVICE).round().requires_grad_()
-    out, nm = wa.window_attention(q, k, v, mask, window_size=ws, num_heads=1)
+    out, nm = _triton(q, k, v, mask, window_size=ws, num_heads=1)
     assert not nm.requires_grad
     out.sum().backward()
     assert mask.grad is None
@@ -306,7 +226,7 @@ def test_compile_fullgraph_cpu():
     mask = (torch.rand(B, H, W, 1) > 0.5).float().to(DEVICE)
 
     def f(q, k, v, mask):
-        out, nm = wa.window_attention(q, k, v, mask, window_size=ws, shift_size=4, num_heads=heads)
+        out, nm = _triton(q, k, v, mask, window_size=ws, shift_size=4, num_heads=heads)
         return out, nm
 
     backend = "inductor" if DEVICE == "cuda" else "aot_eager"
@@ -365,9 +285,9 @@ def test_autocast_casts_qkv_not_mask():
     q, k, v = (torch.randn(B, H, W, heads * d, device=DEVICE) for _ in range(3))
     mask = (torch.rand(B, H, W, 1) > 0.5).float().to(DEVICE)
     with torch.autocast(DEVICE, dtype=torch.bfloat16):
-        out, nm = wa.window_attention(q, k, v, mask, window_size=ws, shift_size=3, num_heads=heads)
+        out, nm = _triton(q, k, v, mask, window_size=ws, shift_size=3, num_heads=heads)
     assert out.dtype == torch.bfloat16 and nm.dtype == torch.float32
-    exp, exp_mask = wa.window_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, window_size=ws,
+    exp, exp_mask = _triton(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, window_size=ws,
                                         shift_size=3, num_heads=heads)
     assert torch.equal(out, exp)
     assert_mask_equal(nm, exp_mask)

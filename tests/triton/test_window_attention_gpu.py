@@ -1,4 +1,4 @@
-"""Triton window attention on CUDA: the CPU test matrix in fp32/fp16/bf16, MAT's real shapes,
+"""Triton window attention on CUDA (the shared case list in every dtype is in tests/test_ops.py): MAT's real shapes,
 opcheck on CUDA, autocast, and torch.compile(fullgraph=True) of the Swin block on the Triton
 backend. Every test is marked ``gpu`` (skipped without a CUDA device)."""
 from __future__ import annotations
@@ -6,35 +6,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mat_kernels.testing import assert_close, assert_mask_equal
-
-from ..masks_for_tests import make_mask
+from mat_kernels import ops
+from mat_kernels.testing import assert_close, assert_mask_equal, check_window_attention, make_mask
 
 pytestmark = pytest.mark.gpu
 
-wa = pytest.importorskip("mat_kernels.triton.autograd")
+pytest.importorskip("mat_kernels.triton.library")
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+def _check(*args, **kw):
+    return check_window_attention("triton", *args, device="cuda", **kw)
 OP = "window_attention"
-
-
-def _check(*args, **kwargs):
-    from .test_window_attention import check_against_reference
-    return check_against_reference(*args, **kwargs)
-
-
-def _cases():
-    from .test_window_attention import CASES
-    return CASES
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", range(14))
-def test_matrix_all_dtypes(case, dtype):
-    B, H, W, heads, head_dim, ws, shift, pattern = _cases()[case]
-    g = torch.Generator().manual_seed(1)
-    mask = make_mask(pattern, B, H, W, ws, generator=g, dtype=torch.float32)
-    _check(B, H, W, heads, head_dim, ws, shift, mask, dtype=dtype)
 
 
 # MAT's attention shapes: C = 180, 6 heads (head_dim 30), batch 8.
@@ -80,9 +64,9 @@ def test_autocast_casts_qkv(dtype):
     q, k, v = (torch.randn(B, H, W, heads * d, device="cuda") for _ in range(3))
     mask = (torch.rand(B, H, W, 1, device="cuda") > 0.5).float()
     with torch.autocast("cuda", dtype=dtype):
-        out, nm = wa.window_attention(q, k, v, mask, window_size=ws, shift_size=4, num_heads=heads)
+        out, nm = ops.window_attention(q, k, v, mask, backend="triton", window_size=ws, shift_size=4, num_heads=heads)
     assert out.dtype == dtype and nm.dtype == torch.float32
-    ref, rm = wa.window_attention(q.to(dtype), k.to(dtype), v.to(dtype), mask, window_size=ws, shift_size=4,
+    ref, rm = ops.window_attention(q.to(dtype), k.to(dtype), v.to(dtype), mask, backend="triton", window_size=ws, shift_size=4,
                                   num_heads=heads)
     assert torch.equal(out, ref)
     assert_mask_equal(nm, rm)

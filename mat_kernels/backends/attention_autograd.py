@@ -1,6 +1,6 @@
-"""The autograd formula shared by both fused attention backends.
+"""The autograd formula both fused attention backends register on their forward op.
 
-Each fused backend exposes a forward op ``fwd(q, k, v, mask?, window_size, shift_size, num_heads,
+Each fused backend has a forward op ``fwd(q, k, v, mask?, window_size, shift_size, num_heads,
 scale) -> (out, lse, new_mask)`` and a backward op ``bwd(dout, q, k, v, mask?, out, lse,
 window_size, shift_size, num_heads, scale) -> (dq, dk, dv)``. Gradients flow to q, k, v only:
 the mask, the saved log-sum-exp and the new mask are not differentiable.
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 
 def window_attention_autograd(bwd_op):
-    """Return ``(backward, setup_context)`` for ``torch.library.register_autograd``."""
+    """Return ``(backward, setup_context)`` for ``register_autograd`` of a forward op whose
+    backward op is ``bwd_op``."""
 
     def setup_context(ctx, inputs, output):
         q, k, v, mask, window_size, shift_size, num_heads, scale = inputs

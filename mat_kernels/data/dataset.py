@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .masks import MaskFolder, check_mask_args, random_mask
+from .holes import MaskFolder, check_mask_args, random_mask
 
 __all__ = ["list_image_files", "load_image", "reflect_pad_bottom_right", "ImageFolderMaskDataset", "StepSampler",
            "item_rng"]

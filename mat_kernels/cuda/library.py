@@ -1,4 +1,5 @@
-"""Loader of the compiled CUDA extension ``mat_kernels._C`` and its Python-side registrations.
+"""The ``torch.library`` side of the compiled CUDA extension ``mat_kernels._C``: loading it, and
+the fake kernels and autograd that C++ does not register.
 
 ``_C`` (sources in ``csrc/``) declares four ops in the ``mat_kernels`` namespace and implements
 them for the CUDA dispatch key:
@@ -14,8 +15,9 @@ them for the CUDA dispatch key:
 
 This module adds what C++ does not: fake (meta) kernels, so the ops trace under FakeTensor and
 ``torch.compile``, and the autograd formula of the attention forward (it calls the backward op;
-the mask and the lse get no gradient). When ``_C`` is missing, ``LOAD_ERROR`` says why and
-:func:`ops` raises with that reason; nothing else in the package is affected.
+the mask and the lse get no gradient; :mod:`mat_kernels.backends.attention_autograd`). When
+``_C`` is missing, ``LOAD_ERROR`` says why and :func:`ops` raises with that reason; nothing else
+in the package is affected.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from typing import Optional
 
 import torch
 
-from ._autograd import window_attention_autograd
+from ..backends.attention_autograd import window_attention_autograd
 
 NAMESPACE = "mat_kernels"
 OP_NAMES = ("window_attention_fwd_cuda", "window_attention_bwd_cuda", "window_mask_update_cuda",
@@ -40,9 +42,9 @@ _registered = set()
 def _load() -> Optional[str]:
     try:
         # Importing runs the TORCH_LIBRARY registrations; the module itself has no attributes.
-        importlib.import_module(f"{__package__}._C")
+        importlib.import_module("mat_kernels._C")
     except ModuleNotFoundError as exc:
-        if exc.name == f"{__package__}._C":
+        if exc.name == "mat_kernels._C":
             return NOT_BUILT
         return f"mat_kernels._C failed to import: {type(exc).__name__}: {exc}"
     except ImportError as exc:  # e.g. built against another torch, or libcudart missing
@@ -56,11 +58,8 @@ def _partial_conv_out_size(n: int, kernel_size: int, stride: int) -> int:
 
 
 def register(namespace: str = NAMESPACE) -> None:
-    """Register fake kernels and autograd for the four ``*_cuda`` ops of ``namespace``.
-
-    The ops must already be defined (by ``_C``; tests also use a namespace defined in Python with
-    the same schemas). Idempotent per namespace.
-    """
+    """Register fake kernels and autograd for the four ``*_cuda`` ops declared in ``namespace``
+    (by ``_C`` for the default; any namespace with the same schemas works). Idempotent."""
     if namespace in _registered:
         return
     ns = namespace
@@ -95,19 +94,13 @@ def register(namespace: str = NAMESPACE) -> None:
     _registered.add(namespace)
 
 
-def ops(namespace: Optional[str] = None):
-    """``torch.ops.<namespace>`` with the ``*_cuda`` ops ready; raises RuntimeError naming why the
-    extension is unavailable. ``namespace`` other than the default is for tests only."""
-    if namespace is None:
-        if LOAD_ERROR is not None:
-            raise RuntimeError(f"the mat_kernels CUDA extension is unavailable: {LOAD_ERROR}")
-        namespace = NAMESPACE
-    register(namespace)
-    return getattr(torch.ops, namespace)
-
-
-def available() -> bool:
-    return LOAD_ERROR is None
+def ops():
+    """``torch.ops.mat_kernels`` with the ``*_cuda`` ops ready; raises RuntimeError naming why the
+    extension is unavailable."""
+    if LOAD_ERROR is not None:
+        raise RuntimeError(f"the mat_kernels CUDA extension is unavailable: {LOAD_ERROR}")
+    register(NAMESPACE)
+    return getattr(torch.ops, NAMESPACE)
 
 
 LOAD_ERROR = _load()

@@ -1,0 +1,138 @@
+"""Backend registry: which implementations of the public ops exist, why one cannot run, and which
+``backend="auto"`` picks.
+
+Each backend is one module of this package (``reference.py``, ``triton.py``, ``cuda.py``) with:
+
+* ``not_supported_reasons(op, facts) -> list[str]``: empty when it can run ``op`` for ``facts``;
+* one entry point per op it implements, named like the op, taking arguments that
+  :mod:`mat_kernels.ops` has already validated and completed (default scale, autocast dtype).
+
+``facts`` (:class:`Facts`) describe a call in the terms the limits are stated in. Backend modules
+are imported lazily, so a missing Triton or compiled extension removes one backend and nothing
+else, and every reason is reported when nothing fits (``MAT_KERNELS_LOG=debug`` logs each choice).
+
+Adding a backend: a module here with the two pieces above, its name in ``BACKENDS``, and (once
+measured on a GPU) a place in ``preferences.PREFERENCES``. Adding an op: its public function in
+``ops.py`` and an entry point in each backend that implements it.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple, TypedDict
+
+import torch
+
+from .preferences import PREFERENCES
+
+log = logging.getLogger("mat_kernels")
+if os.environ.get("MAT_KERNELS_LOG", "").lower() == "debug":
+    logging.basicConfig()
+    log.setLevel(logging.DEBUG)
+
+# The public ops every backend is asked about.
+OPS = ("window_attention", "window_mask_update", "partial_conv_mask_update", "bias_act")
+
+# name -> module. ``auto`` order comes from ``auto_order``, not from here.
+BACKENDS: Dict[str, str] = {
+    "reference": "mat_kernels.backends.reference",
+    "triton": "mat_kernels.backends.triton",
+    "cuda": "mat_kernels.backends.cuda",
+}
+NAMES = ("auto",) + tuple(BACKENDS)
+
+
+class Facts(TypedDict, total=False):
+    """What the limits of a backend are stated in. ``device`` and ``dtype`` are always present;
+    the rest only for the ops they concern. A plain dict, so that ``torch.compile`` traces the
+    chooser without a graph break (callers build it with ``dict(...)``)."""
+    device: torch.device
+    dtype: torch.dtype          # q/k/v for attention, the mask for mask rules, x for bias_act
+    head_dim: int               # window_attention
+    window_size: int            # window_attention, window_mask_update
+    mask_dtype: Optional[torch.dtype]  # window_attention (None: no mask)
+    kernel_size: int            # partial_conv_mask_update
+    stride: int                 # partial_conv_mask_update
+    act: str                    # bias_act
+    bias_dtype: Optional[torch.dtype]  # bias_act (None: no bias)
+
+
+@dataclass(frozen=True)
+class AttentionLimits:
+    """The shapes and dtypes a fused attention implementation supports."""
+    dtypes: Tuple[torch.dtype, ...]
+    max_head_dim: int
+    max_window_tokens: int
+
+    def reasons(self, facts: Facts) -> List[str]:
+        out = []
+        if facts["dtype"] not in self.dtypes:
+            out.append(f"dtype must be one of {self.dtypes}, got {facts['dtype']}")
+        if facts["head_dim"] > self.max_head_dim:
+            out.append(f"head_dim must be <= {self.max_head_dim}, got {facts['head_dim']}")
+        if facts["window_size"] ** 2 > self.max_window_tokens:
+            out.append(f"window_size**2 must be <= {self.max_window_tokens}, got {facts['window_size'] ** 2}")
+        return out
+
+
+# Both fused backends keep a whole padded head (<= 128 channels) and a window's key set (<= 1024
+# tokens, windows up to 32x32) within one program's tiles; fp64 has no tensor-core path.
+FUSED_ATTENTION_LIMITS = AttentionLimits(dtypes=(torch.float16, torch.bfloat16, torch.float32),
+                                         max_head_dim=128, max_window_tokens=1024)
+
+
+def _load(name: str):
+    path = BACKENDS[name]
+    if path in sys.modules:  # the common case, and the only one torch.compile can trace
+        return sys.modules[path], None
+    try:
+        return importlib.import_module(path), None
+    except Exception as exc:  # ImportError, or a broken optional dependency
+        return None, f"{name} backend failed to import: {type(exc).__name__}: {exc}"
+
+
+def not_supported_reasons(name: str, op: str, facts: Facts) -> List[str]:
+    """Why backend ``name`` cannot run ``op`` for ``facts`` (empty: it can)."""
+    module, err = _load(name)
+    if module is None:
+        return [err]
+    if not hasattr(module, op):
+        return [f"{name} has no implementation of {op}"]
+    return list(module.not_supported_reasons(op, facts))
+
+
+def auto_order(op: str, facts: Facts) -> List[str]:
+    """The order ``backend="auto"`` tries: on CUDA tensors the fused backends that
+    ``preferences.PREFERENCES`` lists for ``op`` (from recorded GPU measurements), then the
+    reference; on any other device the reference alone."""
+    if facts["device"].type != "cuda":
+        return ["reference"]
+    return list(PREFERENCES.get(op, [])) + ["reference"]
+
+
+def choose(op: str, backend: str, facts: Facts) -> Callable:
+    """The entry point of ``op`` for ``backend`` ("auto" or a name in ``BACKENDS``); raises
+    RuntimeError listing every candidate's reasons when none can run."""
+    if backend not in NAMES:
+        raise ValueError(f"backend must be one of {NAMES}, got {backend!r}")
+    candidates = auto_order(op, facts) if backend == "auto" else [backend]
+    reasons = {}
+    for name in candidates:
+        why = not_supported_reasons(name, op, facts)
+        if not why:
+            module, _ = _load(name)
+            if not torch.compiler.is_compiling():  # logging is a graph break under dynamo
+                log.debug("%s: backend=%s chose %s for %s", op, backend, name, describe(facts))
+            return getattr(module, op)
+        reasons[name] = why
+        if not torch.compiler.is_compiling():
+            log.debug("%s: %s cannot run: %s", op, name, "; ".join(why))
+    lines = "\n".join(f"  {n}: {'; '.join(r)}" for n, r in reasons.items())
+    raise RuntimeError(f"no backend can run {op} for {describe(facts)} (backend={backend!r}):\n{lines}")
+
+
+def describe(facts: Facts) -> str:
+    return ", ".join(f"{k}={v}" for k, v in facts.items())
