@@ -1,10 +1,11 @@
 """mat_kernels: fused kernels and a faithful PyTorch implementation of MAT (CVPR 2022).
 
-Public API: the ops (``window_attention``, ``window_mask_update``, ``partial_conv_mask_update``),
+Public API: the ops (``window_attention``, ``window_mask_update``, ``partial_conv_mask_update``,
+``bias_act``),
 the networks (``Generator``, ``Discriminator``, ``set_backend``) and checkpoint loading
 (``load_generator``, ``load_discriminator``).
 """
-from .ops import partial_conv_mask_update, window_attention, window_mask_update
+from .ops import bias_act, partial_conv_mask_update, window_attention, window_mask_update
 
 __version__ = "0.1.0"
 
@@ -20,5 +21,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'mat_kernels' has no attribute {name!r}")
 
 
-__all__ = ["window_attention", "window_mask_update", "partial_conv_mask_update", "Generator", "Discriminator",
+__all__ = ["window_attention", "window_mask_update", "partial_conv_mask_update", "bias_act", "Generator", "Discriminator",
            "set_backend", "load_generator", "load_discriminator", "save_checkpoint", "__version__"]

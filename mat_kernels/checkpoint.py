@@ -2,7 +2,7 @@
 
 Three on-disk formats are understood (detected from the file contents, not the extension):
 
-(a) **Official released ``.pkl``** (spec §7): a plain Python pickle of a dict with keys
+(a) **Official released ``.pkl``**: a plain Python pickle of a dict with keys
     ``'G'``, ``'D'``, ``'G_ema'``, ... whose networks are ``torch_utils.persistence`` objects.
     The official loader ``exec()``s the source text stored in every persistent object; here a
     restricted :class:`pickle.Unpickler` turns each such object into an inert
@@ -59,7 +59,7 @@ StateDict = Dict[str, torch.Tensor]
 NETWORK_NAMES = ("G_ema", "G", "D")
 FORMAT_NAME = "mat_kernels"
 FORMAT_VERSION = 1
-# Generator defaults of the released models (spec §1.1): z = w = 512, no labels, RGB.
+# Generator defaults of the released models: z = w = 512, no labels, RGB.
 DEFAULT_G_CONFIG = {"z_dim": 512, "c_dim": 0, "w_dim": 512, "img_channels": 3}
 _ZIP_MAGIC = b"PK\x03\x04"
 # Legacy (non-zip) torch.save files start with a pickled magic number (torch.serialization).

@@ -17,15 +17,15 @@ from .reference.bias_act import ACTIVATIONS, bias_act_defaults
 __all__ = ["window_attention", "window_mask_update", "partial_conv_mask_update", "bias_act"]
 
 
-def attention_dtype(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.dtype:
-    """The dtype window attention runs in: the autocast dtype when autocast is on for q's device
-    (as PyTorch's own attention ops do), else q's dtype. The one place this is decided: under
-    autocast q, k and v can arrive in different dtypes (a projection with an fp32 bias added
-    after a half matmul stays fp32) and are all cast to it."""
+def attention_dtype(q: torch.Tensor) -> Optional[torch.dtype]:
+    """The dtype window attention casts q, k, v to: the autocast dtype when autocast is on for
+    q's device (as PyTorch's own attention ops do), else None (no cast; q, k, v must then share a
+    dtype). The one place this is decided: under autocast q, k and v can arrive in different
+    dtypes (a projection with an fp32 bias added after a half matmul stays fp32)."""
     dev = q.device.type
     if dev in ("cpu", "cuda") and torch.is_autocast_enabled(dev):
         return torch.get_autocast_dtype(dev)
-    return q.dtype
+    return None
 
 
 def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor] = None, *,
@@ -39,8 +39,9 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Op
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
         _checks.check_tokens(name, t)
-    dtype = attention_dtype(q, k, v)
-    q, k, v = (t if t.dtype == dtype else t.to(dtype) for t in (q, k, v))
+    dtype = attention_dtype(q)
+    if dtype is not None:
+        q, k, v = (t if t.dtype == dtype else t.to(dtype) for t in (q, k, v))
     _, _, _, _, head_dim = _checks.check_window_attention_args(q, k, v, mask, window_size, shift_size,
                                                                num_heads, scale)
     scale = head_dim ** -0.5 if scale is None else float(scale)

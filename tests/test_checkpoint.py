@@ -1,7 +1,7 @@
 """mat_kernels.checkpoint: safe reading of official pickles, state-dict files and our own format.
 
 The official-format pickles are written here by a small pickler that emulates
-``torch_utils.persistence`` (spec §7): every "persistent" module becomes a REDUCE of
+``torch_utils.persistence``: every "persistent" module becomes a REDUCE of
 ``torch_utils.persistence._reconstruct_persistent_obj`` with a meta dict whose ``module_src``
 would create a marker file if it were ever exec'd; torch.nn containers, parameters, storages
 (``torch.storage._load_from_bytes``), numpy scalars, sets and EasyDicts are pickled the way

@@ -2,7 +2,7 @@
 
 Every transformer layer of MAT's first stage runs window attention on 180 channels, 6 heads of 30.
 At the native size (256 or 512 images) the token grids are 64x64, 32x32 and 16x16
-(``mat-spec.md`` §1.9); larger inputs to the 512 network give proportionally larger grids with
+(the architecture of the official 512 network); larger inputs to the 512 network give proportionally larger grids with
 the same windows and shifts. The cases below are exactly those layers, with and without the
 dynamic key mask (the encoder layers carry one, the decoder layers do not).
 """

@@ -1,4 +1,4 @@
-"""Image-folder dataset for MAT training (spec §4.3), deterministic per (seed, epoch, index).
+"""Image-folder dataset for MAT training, deterministic per (seed, epoch, index).
 
 Each item is read with PIL (grayscale replicated to RGB, alpha dropped), padded at the bottom/right
 only with cv2's BORDER_REFLECT rule (edge pixel repeated: ``fedcba|abcdef|fedcba``) when a side is

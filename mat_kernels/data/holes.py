@@ -1,4 +1,4 @@
-"""MAT's free-form training masks (spec §5.1) and mask files.
+"""MAT's free-form training masks and mask files.
 
 Convention everywhere: float32, **1 = known pixel, 0 = hole**.
 

@@ -1,6 +1,6 @@
 """Image and mask file I/O for inference, and the conversions between files and network tensors.
 
-Conventions (as in the official ``generate_image.py``, spec §5.2):
+Conventions (as in the official ``generate_image.py``):
 - images are read as uint8 RGB (grayscale replicated, alpha dropped) and enter the network as
   ``x / 127.5 - 1`` in (1, 3, H, W) float32;
 - masks are grayscale / 255 (**not** thresholded), white (1) = known, black (0) = hole;

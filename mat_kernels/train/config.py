@@ -1,4 +1,4 @@
-"""Training configuration of ``mat-train`` (defaults: the README's Places command, spec §4.3)."""
+"""Training configuration of ``mat-train`` (defaults: the official README's Places command)."""
 from __future__ import annotations
 
 import argparse

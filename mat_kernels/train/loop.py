@@ -1,4 +1,4 @@
-"""MAT's training loop (spec §4.3) on torch.distributed.
+"""MAT's training loop on torch.distributed.
 
 One step = one global batch. Per step, in order (official phase order):
   Gmain (every step), Greg (every G_reg_interval steps: empty, path length is disabled officially,

@@ -1,4 +1,4 @@
-"""MAT's training objective (spec §4.1, §4.2) and the classic inpainting losses.
+"""MAT's training objective and the classic inpainting losses.
 
 GAN part (non-saturating logistic, both discriminator branches):
 
@@ -258,7 +258,7 @@ def r1_penalty(logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 
 def style_mix_ws(mapping, ws: torch.Tensor, z: torch.Tensor, c: torch.Tensor, prob: float,
                  truncation_psi: float = 1.0) -> torch.Tensor:
-    """MAT's style mixing (spec §4.1): draws cutoff, coin, second z in the official order.
+    """MAT's style mixing: draws cutoff, coin, second z in the official order.
 
     Draw order on the torch RNG: cutoff = int64 ``random_(1, num_ws)``, coin = ``rand([])``,
     z2 = ``randn_like(z)``; the second mapping pass (skip_w_avg_update=True) always runs.

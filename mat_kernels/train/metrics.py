@@ -1,4 +1,4 @@
-"""Inpainting metrics as MAT reports them (spec §6).
+"""Inpainting metrics as MAT reports them.
 
 Per-image pixel metrics on batched (B, C, H, W) tensors, one value per image, computed in float64:
 

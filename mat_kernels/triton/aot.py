@@ -164,7 +164,8 @@ def compile_config(module: str, index: int, cap: int) -> dict:
     import triton
     from triton.backends.compiler import GPUTarget
 
-    if os.environ.get("TRITON_INTERPRET") == "1":
+    from ._common import interpreting
+    if interpreting():
         raise RuntimeError("TRITON_INTERPRET=1: kernels are interpreted and cannot be compiled; "
                            "compile in a process without it (see run_gate)")
     from .aot_table import TABLES

@@ -8,7 +8,7 @@ from mat_kernels.bench import cases as C
 def test_shapes_are_mats_first_stage_layers():
     shapes = C.mat_attention_shapes(512)
     got = {(s.grid, s.window, s.shift, s.masked) for s in shapes}
-    # mat-spec §1.9: tran.0/4 64x64 w8 shifts 0,4; tran.1/3 32x32 w16 shifts 0,8; tran.2 16x16 w16 no shift.
+    # the official 512 network: tran.0/4 64x64 w8 shifts 0,4; tran.1/3 32x32 w16 shifts 0,8; tran.2 16x16 w16 no shift.
     # Encoder layers (tran.0, tran.1) carry the dynamic mask, the others do not.
     want = {(64, 8, 0, True), (64, 8, 4, True), (64, 8, 0, False), (64, 8, 4, False),
             (32, 16, 0, True), (32, 16, 8, True), (32, 16, 0, False), (32, 16, 8, False),
