@@ -80,3 +80,10 @@ def assert_mask_equal(actual: Optional[torch.Tensor], expected: Optional[torch.T
     diff = (actual.cpu() != expected.cpu())
     if diff.any():
         raise AssertionError(f"{name}: {int(diff.sum())} elements differ; first at {diff.nonzero()[:5].tolist()}")
+
+
+# ---- mat_kernels.official (issue 13): converted official networks ----------------------------
+# Under autocast, a converted network's max error against the fp32 output of the unconverted
+# official network may be at most this multiple of that network's own error in the same dtype
+# (the "within 2x PyTorch's own error" rule of the style guide).
+OFFICIAL_AUTOCAST_ERROR_RATIO = 2.0
