@@ -24,7 +24,8 @@ class), so snapshots written by the official training loop load without this pac
 
 This module never imports the official code; it works on the objects it is given. Official
 classes are recognised by class name and defining module (``networks.mat``,
-``networks.basic_module``), looking through the ``persistence.persistent_class`` wrapper whose
+``networks.basic_module``, or the ``_imported_module_*`` copy the official pickle loader makes
+of them), looking through the ``persistence.persistent_class`` wrapper whose
 instances report module ``torch_utils.persistence`` and have the real class as their base.
 """
 from __future__ import annotations
@@ -70,11 +71,25 @@ DEFAULT_LAYERS = ("SwinTransformerBlock", "WindowAttention", "Conv2dLayerPartial
 # Recognising official classes
 # ----------------------------------------------------------------------------------------------
 
+# The official loader (torch_utils.persistence) exec's the pickled source of networks/mat.py in
+# a fresh module with this name prefix, so networks from legacy.load_network_pkl have their
+# classes there, behind the persistence wrapper that carries the source text.
+IMPORTED_PREFIX = "_imported_module_"
+
+
 def _official_base(cls: type) -> Optional[type]:
-    """The first class in ``cls``'s MRO defined at the top level of an official module."""
+    """The first class in ``cls``'s MRO that is an official MAT class: defined at the top level
+    of an official module, or of the persistence loader's copy of one (its wrapper's source
+    text defines a class of that name)."""
     for base in cls.__mro__:
-        if base.__module__ in OFFICIAL_MODULES and base.__qualname__ == base.__name__:
+        if base.__qualname__ != base.__name__:
+            continue
+        if base.__module__ in OFFICIAL_MODULES:
             return base
+        if base.__module__.startswith(IMPORTED_PREFIX):
+            src = getattr(cls, "_orig_module_src", None)
+            if isinstance(src, str) and f"\nclass {base.__name__}(" in src:
+                return base
     return None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import pickle
 import pickletools
+import sys
 import types
 import warnings
 
@@ -28,7 +29,10 @@ OURS = {"FullyConnectedLayer": FullyConnectedLayer, "Conv2dLayer": Conv2dLayer,
 
 @pytest.fixture
 def mat(monkeypatch):
-    return install(monkeypatch)
+    ns = install(monkeypatch)
+    yield ns
+    for name in ns.persistence.imported_names:  # modules the unpickler created
+        sys.modules.pop(name, None)
 
 
 def _inputs(batch=2, res=8, seed=1):
@@ -63,6 +67,10 @@ def _run(net, images, masks):
 
 def _types_by_path(net):
     return {name: type(m) for name, m in net.named_modules()}
+
+
+def _names_by_path(net):
+    return {name: type(m).__name__ for name, m in net.named_modules()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -227,17 +235,40 @@ def test_converted_network_pickles_as_official_and_deepcopies_as_ours(mat):
     data = pickle.dumps(net)
     names = {arg for op, arg, _ in pickletools.genops(data) if isinstance(arg, str)}
     assert not any("mat_kernels" in n for n in names), "a converted network must pickle without our classes"
-    back = pickle.loads(data)
-    assert _types_by_path(back) == _types_by_path(ref)
+    back = pickle.loads(data)  # rebuilt by the (stand-in) official loader from fresh module copies
+    assert _names_by_path(back) == _names_by_path(ref)
+    assert not any(isinstance(m, tuple(OURS.values())) for m in back.modules())
     images, masks = _inputs()
     with torch.no_grad():
         assert torch.equal(back(images, masks)[0], ref(images, masks)[0])
 
     dup = copy.deepcopy(net)
-    assert _types_by_path(dup) == _types_by_path(net)
+    # official parents deep-copy through their persistence record (fresh class copies, as the
+    # official code does); the converted modules keep their converted classes
+    assert _names_by_path(dup) == _names_by_path(net)
+    for (path, t), (_, t_dup) in zip(_types_by_path(net).items(), _types_by_path(dup).items()):
+        if issubclass(t, tuple(OURS.values())):
+            assert t_dup is t, path
     assert dup.tran[0].blocks[0].attn.q.weight.data_ptr() != net.tran[0].blocks[0].attn.q.weight.data_ptr()
     with torch.no_grad():
         assert torch.equal(dup(images, masks)[0], net(images, masks)[0])
+
+
+def test_convert_network_loaded_from_official_pickle(mat):
+    # legacy.load_network_pkl rebuilds every class from the pickled source in a fresh
+    # "_imported_module_<hex>" module: those classes must be recognised too.
+    net, ref = _twins(mat)
+    loaded = pickle.loads(pickle.dumps(net))
+    assert type(loaded.tran[0].blocks[0]).__mro__[1].__module__.startswith("_imported_module_")
+    _, report = official.convert(loaded, return_report=True)
+    assert report.replaced["SwinTransformerBlock"] == 4 and not report.skipped
+    assert isinstance(loaded.tran[0].blocks[0], SwinTransformerBlock)
+    images, masks = _inputs()
+    y, m, gx = _run(loaded, images, masks)
+    y_ref, m_ref, gx_ref = _run(ref, images, masks)
+    assert_close(y, y_ref, "swin_block", "fwd")
+    assert torch.equal(m, m_ref)
+    assert_close(gx, gx_ref, "swin_block", "bwd")
 
 
 def test_convert_rejects_bad_arguments(mat):
@@ -281,7 +312,8 @@ def test_patch_then_build_uses_ours_and_undo_restores(mat):
     assert_close(gx, gx_ref, "swin_block", "bwd")
     # snapshots written by the official training loop stay official
     back = pickle.loads(pickle.dumps(copy.deepcopy(net)))
-    assert _types_by_path(back) == types_ref
+    assert _names_by_path(back) == _names_by_path(ref)
+    assert not any(isinstance(m, tuple(OURS.values())) for m in back.modules())
 
     again = official.patch(mat.mat)  # harmless
     assert again.report.already and not again.report.patched

@@ -3,22 +3,51 @@ under that module name.
 
 ``persistent_class`` wraps a class in a subclass named like it whose module is this one, records
 the constructor arguments, checks picklability at construction and pickles instances as a REDUCE
-of ``_reconstruct_persistent_obj`` with a meta dict. Where the official loader exec's the
-pickled module source, this stand-in looks the class up in a table filled at decoration time
-(the tests must never execute anything from a pickle).
+of ``_reconstruct_persistent_obj`` with a meta dict holding the defining file's text. Unpickling
+rebuilds the class from a fresh module named ``_imported_module_<hex>``, as the official loader
+does; where that loader exec's the pickled text, this stand-in loads the file the text was read
+from (the tests never execute anything taken from a pickle).
 """
 import copy
+import importlib.util
 import pickle
 import sys
+import uuid
 
 VERSION = 6
 _decorators = set()
-_classes_by_src = {}  # stand-in module source -> {class name: persistent class}
+_file_by_src = {}      # module source text -> the stand-in file it was read from
+_module_by_src = {}    # module source text -> the module unpickling loaded for it
+imported_names = []    # names registered in sys.modules by unpickling (the tests remove them)
+
+
+def _module_to_src(module):
+    for src, path in _file_by_src.items():
+        if path == module.__file__:
+            return src
+    with open(module.__file__) as f:
+        src = f.read()
+    _file_by_src[src] = module.__file__
+    return src
+
+
+def _src_to_module(src):
+    module = _module_by_src.get(src)
+    if module is None:
+        name = "_imported_module_" + uuid.uuid4().hex
+        spec = importlib.util.spec_from_file_location(name, _file_by_src[src])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        imported_names.append(name)
+        _module_by_src[src] = module
+        spec.loader.exec_module(module)
+    return module
 
 
 def _reconstruct_persistent_obj(meta):
     assert meta["type"] == "class" and meta["version"] == VERSION
-    cls = _classes_by_src[meta["module_src"]][meta["class_name"]]
+    module = _src_to_module(meta["module_src"])
+    cls = persistent_class(module.__dict__[meta["class_name"]])
     obj = cls.__new__(cls)
     setstate = getattr(obj, "__setstate__", None)
     if callable(setstate):
@@ -36,7 +65,7 @@ def persistent_class(orig_class):
     assert isinstance(orig_class, type)
     if orig_class in _decorators:
         return orig_class
-    src = f"<source text of {orig_class.__module__}>"
+    src = _module_to_src(sys.modules[orig_class.__module__])
 
     class Decorator(orig_class):
         _orig_module_src = src
@@ -60,5 +89,4 @@ def persistent_class(orig_class):
 
     Decorator.__name__ = orig_class.__name__
     _decorators.add(Decorator)
-    _classes_by_src.setdefault(src, {})[orig_class.__name__] = Decorator
     return Decorator
