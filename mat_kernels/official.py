@@ -291,6 +291,19 @@ class _Converted:
         twin.__dict__.update(self.__dict__)
         return twin.__reduce_ex__(protocol)
 
+    def __setstate__(self, state):
+        # Reached when the official loader rebuilds a pickled module while the module is patched
+        # (its class lookup then finds our patched class): check as convert does, or fall back
+        # to the official class, which the state was written for.
+        nn.Module.__setstate__(self, state)
+        name = type(self).__name__
+        problems: List[str] = []
+        extra = _PREPARE[name](self, problems)
+        if problems:
+            self.__class__ = type(self)._mk_official_class
+        else:
+            self.__dict__.update(extra)
+
     def __copy__(self):
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
@@ -513,6 +526,10 @@ def _patched_new(cls, *args, **kwargs):
     # Build with the official constructor (same arguments, same random initialisation, the
     # persistence record of the constructor arguments), then convert the new object in place.
     # The result is an instance of the converted class, not of ``cls``, so __init__ is not rerun.
+    if not args and not kwargs:
+        # Every official constructor takes arguments; an argument-free call is the persistence
+        # loader (or copy) making an empty object to fill through __setstate__.
+        return object.__new__(_converted_class(cls._mk_patched_original, cls._mk_patched_name))
     obj = cls._mk_patched_original(*args, **kwargs)
     problems = _try_convert(obj, cls._mk_patched_name, cls._mk_patched_backend)
     if problems:

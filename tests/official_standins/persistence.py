@@ -3,9 +3,10 @@ under that module name.
 
 ``persistent_class`` wraps a class in a subclass named like it whose module is this one, records
 the constructor arguments, checks picklability at construction and pickles instances as a REDUCE
-of ``_reconstruct_persistent_obj`` with a meta dict holding the defining file's text. Unpickling
-rebuilds the class from a fresh module named ``_imported_module_<hex>``, as the official loader
-does; where that loader exec's the pickled text, this stand-in loads the file the text was read
+of ``_reconstruct_persistent_obj`` with a meta dict holding the defining file's text. As in the official
+loader, unpickling looks the class up in the module the text was read from when that module is
+loaded in this process (``networks.mat`` itself, patched or not), and otherwise in a fresh module
+named ``_imported_module_<hex>`` (a pickle written by another version of the file); where that loader exec's the pickled text, this stand-in loads the file the text was read
 from (the tests never execute anything taken from a pickle).
 """
 import copy
@@ -28,6 +29,7 @@ def _module_to_src(module):
     with open(module.__file__) as f:
         src = f.read()
     _file_by_src[src] = module.__file__
+    _module_by_src[src] = module
     return src
 
 
