@@ -81,6 +81,7 @@ setup(
     entry_points={
         "console_scripts": [
             "mat-bench=mat_kernels.bench.__main__:main",
+            "mat-info=mat_kernels.info:main",
             "mat-inpaint=mat_kernels.cli.inpaint:main",
             "mat-train=mat_kernels.train.__main__:main",
         ],
