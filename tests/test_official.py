@@ -371,10 +371,6 @@ def test_patch_rejects_bad_arguments(mat):
 # torch.compile and autocast after convert
 # ----------------------------------------------------------------------------------------------
 
-NEEDS_12 = pytest.mark.xfail(strict=False, reason="needs issue 12")
-
-
-@NEEDS_12
 def test_convert_then_bf16_autocast(mat):
     net, ref = _twins(mat)
     official.convert(net)
