@@ -91,3 +91,14 @@ def test_auto_on_cpu_runs_the_reference():
     out, new_mask = ops.window_attention(q, q, q, None, window_size=4, num_heads=2, backend="auto")
     ref, _ = mat_kernels.reference.window_attention(q, q, q, None, window_size=4, num_heads=2)
     assert new_mask is None and torch.equal(out, ref)
+
+
+def test_python_limits_match_the_kernels_constants():
+    """The limits are stated once per language: backends.FUSED_ATTENTION_LIMITS for the chooser,
+    csrc/launchers.h for the C++ checks. They must agree."""
+    import re
+    text = (Path(__file__).resolve().parents[2] / "csrc" / "launchers.h").read_text()
+    head_dim = int(re.search(r"kMaxHeadDim\s*=\s*(\d+)", text).group(1))
+    tokens = int(re.search(r"kMaxWindowTokens\s*=\s*(\d+)", text).group(1))
+    limits = backends.FUSED_ATTENTION_LIMITS
+    assert (limits.max_head_dim, limits.max_window_tokens) == (head_dim, tokens)
