@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", metavar="PATH",
                    help="a mask file (with --image FILE) or a folder of masks paired with the images "
                         "by sorted file name; white = keep, black = fill, grey blends. Default: a "
-                        "random free-form mask per image (mat_kernels.masks.RandomMask)")
+                        "random free-form mask per image (mat_kernels.data.holes.RandomMask)")
     p.add_argument("--invert-mask", action="store_true", help="masks are white = fill, black = keep")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
     p.add_argument("--resolution", type=int, default=None,

@@ -1,6 +1,7 @@
 """Triton kernels of mat_kernels.
 
-``window_attention.py`` and ``mask_update.py`` hold kernels and launchers, ``bias_act.py`` the
-fused bias+activation, ``autograd.py`` the torch.library registration of the attention ops,
-``aot.py`` the ahead-of-time compile gate. ``_backend.py`` is what ``mat_kernels.ops`` calls.
+``window_attention.py``, ``mask_update.py`` and ``bias_act.py`` hold kernels and their launchers;
+``library.py`` registers the ``torch.library`` ops (fakes, autograd) that call the launchers;
+``aot_table.py`` lists every launch configuration and ``aot.py`` compiles them (the compile
+gate). The backend that calls the ops is :mod:`mat_kernels.backends.triton`.
 """

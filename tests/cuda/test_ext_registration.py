@@ -3,7 +3,7 @@
 The schemas of csrc/ops.cpp are declared again, verbatim, in a private namespace whose CPU
 kernels are the reference (plus an explicit logsumexp). ``mat_kernels.cuda.library.register`` then adds
 its fake kernels and autograd formula to that namespace exactly as it does for the compiled ops,
-and ``mat_kernels.cuda`` is pointed at it. This checks, on CPU: that the schemas parse, that the
+and the CUDA backend is pointed at it. This checks, on CPU: that the schemas parse, that the
 fake kernels agree with real outputs (torch.library.opcheck), that the autograd formula is wired
 to the backward op correctly (gradcheck in float64), the backend wrapper's argument handling and
 its one-time warning. The kernels themselves are tested in test_gpu.py.
