@@ -39,6 +39,16 @@ def _check_resolution(img_resolution: int) -> int:
     return log2
 
 
+def parameter_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype a network computes in: its parameters' (float32 unless converted with
+    ``.to(dtype)``/``.half()``). Under autocast the parameters stay float32 and autocast picks
+    the dtype of each op instead."""
+    for p in module.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.get_default_dtype()
+
+
 def _check_inputs(images_in, masks_in, img_channels, img_resolution=None):
     if not isinstance(images_in, torch.Tensor) or images_in.ndim != 4 or images_in.shape[1] != img_channels:
         raise ValueError(f"images_in must be (B, {img_channels}, H, W), got "
@@ -216,6 +226,9 @@ class SynthesisNet(nn.Module):
         _check_inputs(images_in, masks_in, self.img_channels, self.img_resolution)
         if ws.ndim != 3 or ws.shape[0] != images_in.shape[0] or ws.shape[1] != self.num_layers:
             raise ValueError(f"ws must be (B, num_ws={self.num_layers}, w_dim), got {tuple(ws.shape)}")
+        # Half-precision weights (G.to(torch.bfloat16), G.half()) take inputs of any float dtype.
+        dtype = parameter_dtype(self)
+        images_in, masks_in, ws = images_in.to(dtype), masks_in.to(dtype), ws.to(dtype)
         out_stg1 = self.first_stage(images_in, masks_in, ws, noise_mode=noise_mode)
 
         x = images_in * masks_in + out_stg1 * (1 - masks_in)
