@@ -61,14 +61,14 @@ class MappingNet(nn.Module):
             x = getattr(self, f"fc{idx}")(x)
         if self.w_avg_beta is not None and self.training and not skip_w_avg_update:
             with torch.no_grad():
-                self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+                self.w_avg.copy_(x.detach().mean(dim=0).to(self.w_avg.dtype).lerp(self.w_avg, self.w_avg_beta))
         if self.num_ws is not None:
             x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
         if truncation_psi != 1:
             if self.w_avg_beta is None:
                 raise ValueError("truncation_psi != 1 needs the tracked w_avg (w_avg_beta is None)")
             if self.num_ws is None or truncation_cutoff is None:
-                x = self.w_avg.lerp(x, truncation_psi)
+                x = self.w_avg.to(x.dtype).lerp(x, truncation_psi)  # x is fp16/bf16 under autocast
             else:
-                x[:, :truncation_cutoff] = self.w_avg.lerp(x[:, :truncation_cutoff], truncation_psi)
+                x[:, :truncation_cutoff] = self.w_avg.to(x.dtype).lerp(x[:, :truncation_cutoff], truncation_psi)
         return x

@@ -86,11 +86,6 @@ def apply_bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int =
     """
     if backend not in backends.NAMES:
         raise ValueError(f"backend must be one of {backends.NAMES}, got {backend!r}")
-    if b is not None and b.dtype != x.dtype:
-        # Under autocast x comes out of the conv/matmul in fp16/bf16 while the parameter b stays
-        # fp32; adding it in x's dtype keeps the activations in the autocast dtype (as the
-        # official layers' addmm/``b.to(x.dtype)`` do) and lets the fused kernel run.
-        b = b.to(x.dtype)
     if backend != "reference" and x.is_cuda:
         impl = _triton_bias_act()
         if impl is not None and impl[1](x, b=b, act=act):

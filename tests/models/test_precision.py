@@ -1,0 +1,106 @@
+"""G and D at 256 under bf16 autocast (forward and backward) and with bf16/fp16 weights, against
+the same networks in fp32; bounds and their derivation in ``mat_kernels.testing``."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from mat_kernels.models import Discriminator, Generator
+from mat_kernels.testing import assert_relative_l2
+
+RES = 256
+
+
+def _inputs(batch=2):
+    g = torch.Generator().manual_seed(3)
+    img = torch.rand(batch, 3, RES, RES, generator=g) * 2 - 1
+    mask = torch.ones(batch, 1, RES, RES)
+    mask[0, :, 16:240, 16:240] = 0  # a large hole: every attention window of stage 1 inside it is all-hole
+    if batch > 1:
+        mask[1, :, : RES // 2] = 0
+    z = torch.randn(batch, 512, generator=g)
+    return img, mask, z
+
+
+def _autocast(device_type, dtype):
+    return torch.autocast(device_type, dtype=dtype) if dtype is not None else torch.autocast(device_type, enabled=False)
+
+
+def _g_step(G, img, mask, z, dtype, device_type="cpu"):
+    """Outputs and parameter gradients of a fixed random projection of both outputs."""
+    G.zero_grad(set_to_none=True)
+    torch.manual_seed(1)  # the two Bernoulli maps of G
+    with _autocast(device_type, dtype):
+        out, stg1 = G(img, mask, z, noise_mode="const", return_stg1=True)
+    r = torch.randn(out.shape, generator=torch.Generator().manual_seed(2)).to(out.device)
+    ((out.float() * r).sum() + (stg1.float() * r).sum()).backward()
+    grads = torch.cat([p.grad.flatten() for p in G.parameters() if p.grad is not None])
+    return out.detach().float(), stg1.detach().float(), grads
+
+
+def _d_step(D, img, mask, stg1, dtype, device_type="cpu"):
+    D.zero_grad(set_to_none=True)
+    with _autocast(device_type, dtype):
+        logits, logits_stg1 = D(img, mask, stg1)
+    (logits.float().sum() + logits_stg1.float().sum()).backward()
+    grads = torch.cat([p.grad.flatten() for p in D.parameters() if p.grad is not None])
+    return torch.cat([logits, logits_stg1]).detach().float(), grads
+
+
+@pytest.fixture(scope="module")
+def nets():
+    torch.manual_seed(0)
+    return Generator(512, 0, 512, RES, 3).train(), Discriminator(0, RES, 3).train()
+
+
+def test_generator_bf16_autocast_forward_backward(nets):
+    G, _ = nets
+    img, mask, z = _inputs()
+    ref = _g_step(G, img, mask, z, None)
+    out = _g_step(G, img, mask, z, torch.bfloat16)
+    assert_relative_l2(out[0], ref[0], "G", "fwd", torch.bfloat16, "image")
+    assert_relative_l2(out[1], ref[1], "G_stg1", "fwd", torch.bfloat16, "stage-1 image")
+    assert_relative_l2(out[2], ref[2], "G", "bwd", torch.bfloat16, "parameter gradients")
+    # known pixels are still copied exactly (in the autocast dtype: the copy is an fp32 op here)
+    known = mask.expand_as(img).bool()
+    assert torch.equal(out[0][known], img[known])
+
+
+def test_discriminator_bf16_autocast_forward_backward(nets):
+    _, D = nets
+    img, mask, _ = _inputs()
+    stg1 = img.flip(-1)
+    ref = _d_step(D, img, mask, stg1, None)
+    out = _d_step(D, img, mask, stg1, torch.bfloat16)
+    assert_relative_l2(out[0], ref[0], "D", "fwd", torch.bfloat16, "logits")
+    assert_relative_l2(out[1], ref[1], "D", "bwd", torch.bfloat16, "parameter gradients")
+
+
+def test_generator_bf16_weights_inference(nets):
+    G, _ = nets
+    img, mask, z = _inputs(batch=1)
+    G = copy.deepcopy(G).eval()
+    with torch.no_grad():
+        torch.manual_seed(1)
+        ref, ref1 = G(img, mask, z, noise_mode="const", return_stg1=True)
+        Gb = G.to(torch.bfloat16)
+        torch.manual_seed(1)
+        out, out1 = Gb(img, mask, z, noise_mode="const", return_stg1=True)  # fp32 inputs are accepted
+    assert out.dtype == torch.bfloat16 and all(p.dtype == torch.bfloat16 for p in Gb.parameters())
+    assert_relative_l2(out, ref, "G_weights", "fwd", torch.bfloat16, "image")
+    assert_relative_l2(out1, ref1, "G_stg1_weights", "fwd", torch.bfloat16, "stage-1 image")
+
+
+@pytest.mark.extended
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_weights_discriminator_and_fp16_generator_run(nets, dtype):
+    """G.half() is slow on CPU (fp16 convolutions), hence extended; finiteness only."""
+    G, D = (copy.deepcopy(n).eval().to(dtype) for n in nets)
+    img, mask, z = _inputs(batch=2)
+    with torch.no_grad():
+        out = G(img, mask, z, noise_mode="const")
+        logits = torch.cat(D(img, mask, img))
+    assert out.dtype == dtype and logits.dtype == dtype
+    assert torch.isfinite(out).all() and torch.isfinite(logits).all()
