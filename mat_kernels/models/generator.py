@@ -237,7 +237,8 @@ class SynthesisNet(nn.Module):
 
         fea_16 = E_features[4]
         # Second always-on Bernoulli(0.5) map (see FirstStage.forward).
-        mul_map = F.dropout(torch.ones_like(fea_16) * 0.5, training=True)
+        # Drawn in the contiguous layout so a seed gives the same map for channels_last inputs.
+        mul_map = F.dropout(torch.ones_like(fea_16, memory_format=torch.contiguous_format) * 0.5, training=True)
         add_n = self.to_square(ws[:, 0]).view(-1, 16, 16).unsqueeze(1)
         add_n = F.interpolate(add_n, size=fea_16.size()[-2:], mode="bilinear", align_corners=False)
         fea_16 = fea_16 * mul_map + add_n * (1 - mul_map)

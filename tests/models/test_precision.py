@@ -104,3 +104,24 @@ def test_half_weights_discriminator_and_fp16_generator_run(nets, dtype):
         logits = torch.cat(D(img, mask, img))
     assert out.dtype == dtype and logits.dtype == dtype
     assert torch.isfinite(out).all() and torch.isfinite(logits).all()
+
+
+def test_channels_last_inputs_give_the_same_results(nets):
+    """Convolutions accept and keep channels_last; a seed draws the same Bernoulli maps in either layout."""
+    G, D = (copy.deepcopy(n).eval() for n in nets)
+    img, mask, z = _inputs(batch=1)
+    cl = torch.channels_last
+    with torch.no_grad():
+        torch.manual_seed(1)
+        ref = G(img, mask, z, noise_mode="const")
+        torch.manual_seed(1)
+        out = G(img.to(memory_format=cl), mask.to(memory_format=cl), z, noise_mode="const")
+        ref_d = torch.cat(D(img, mask, ref))
+        out_d = torch.cat(D(img.to(memory_format=cl), mask.to(memory_format=cl), ref.to(memory_format=cl)))
+        enc = G.synthesis.enc.EncConv_Block_256x256
+        x = torch.cat([mask - 0.5, img, img * mask], dim=1).to(memory_format=cl)
+        kept = [conv(x).is_contiguous(memory_format=cl) for conv in (enc.conv0,)]
+        kept.append(enc.conv1(enc.conv0(x)).is_contiguous(memory_format=cl))
+    assert all(kept)
+    assert_relative_l2(out, ref, "channels_last", "fwd", torch.float32, "image")
+    assert_relative_l2(out_d, ref_d, "channels_last", "fwd", torch.float32, "logits")
