@@ -125,3 +125,70 @@ def test_channels_last_inputs_give_the_same_results(nets):
     assert all(kept)
     assert_relative_l2(out, ref, "channels_last", "fwd", torch.float32, "image")
     assert_relative_l2(out_d, ref_d, "channels_last", "fwd", torch.float32, "logits")
+
+
+# ------------------------------------------------------------------------------------------- GPU
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_cuda_autocast_forward_backward_with_fused_backends(nets, backend, dtype):
+    """G and D on CUDA under bf16/fp16 autocast with a fused attention backend, against the same
+    networks in fp32 with the reference backend."""
+    from mat_kernels import backends
+    facts = dict(device=torch.device("cuda"), dtype=dtype, head_dim=30, window_size=16, mask_dtype=torch.float32)
+    why = backends.not_supported_reasons(backend, "window_attention", facts)
+    if why:
+        pytest.skip(f"{backend}: {'; '.join(why)}")
+    G, D = (copy.deepcopy(n).cuda() for n in nets)
+    img, mask, z = (t.cuda() for t in _inputs())
+    G.set_backend("reference")
+    ref = _g_step(G, img, mask, z, None, "cuda")
+    G.set_backend(backend)
+    out = _g_step(G, img, mask, z, dtype, "cuda")
+    assert_relative_l2(out[0], ref[0], "G", "fwd", torch.bfloat16, "image")
+    assert_relative_l2(out[1], ref[1], "G_stg1", "fwd", torch.bfloat16, "stage-1 image")
+    assert_relative_l2(out[2], ref[2], "G", "bwd", torch.bfloat16, "parameter gradients")
+    D.set_backend(backend)
+    ref_d = _d_step(D, img, mask, img.flip(-1), None, "cuda")
+    out_d = _d_step(D, img, mask, img.flip(-1), dtype, "cuda")
+    assert_relative_l2(out_d[0], ref_d[0], "D", "fwd", torch.bfloat16, "logits")
+    assert_relative_l2(out_d[1], ref_d[1], "D", "bwd", torch.bfloat16, "parameter gradients")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_half_weights_inference(nets, dtype):
+    G, D = (copy.deepcopy(n).eval().cuda() for n in nets)
+    img, mask, z = (t.cuda() for t in _inputs())
+    with torch.no_grad():
+        torch.manual_seed(1)
+        ref = G(img, mask, z, noise_mode="const")
+        torch.manual_seed(1)
+        out = G.to(dtype)(img, mask, z, noise_mode="const")
+        logits = torch.cat(D.to(dtype)(img, mask, img))
+    assert out.dtype == dtype and torch.isfinite(logits).all()
+    # bf16's bound covers fp16 (fp16 rounds 8x finer; its range is not reached here)
+    assert_relative_l2(out.float(), ref, "G_weights", "fwd", torch.bfloat16, "image")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_cuda_compiled_generator_with_fused_backend_matches_eager(nets, backend):
+    """Inductor around the fused attention custom ops: one graph (no break inside attention)."""
+    import torch._inductor.config as inductor_config
+    from mat_kernels import backends
+    facts = dict(device=torch.device("cuda"), dtype=torch.float32, head_dim=30, window_size=16, mask_dtype=None)
+    why = backends.not_supported_reasons(backend, "window_attention", facts)
+    if why:
+        pytest.skip(f"{backend}: {'; '.join(why)}")
+    torch._dynamo.reset()
+    G = copy.deepcopy(nets[0]).eval().cuda().set_backend(backend)
+    img, mask, z = (t.cuda() for t in _inputs(batch=1))
+    with torch.no_grad(), inductor_config.patch(fallback_random=True):
+        torch.manual_seed(1)
+        ref = G(img, mask, z, noise_mode="const")  # also imports every backend module
+        explanation = torch._dynamo.explain(G)(img, mask, z, noise_mode="const")
+        torch.manual_seed(1)
+        out = torch.compile(G)(img, mask, z, noise_mode="const")
+    assert explanation.graph_break_count == 0, [str(b.reason) for b in explanation.break_reasons]
+    assert_relative_l2(out, ref, "compiled", "fwd", torch.float32, "image")
