@@ -135,7 +135,13 @@ class FirstStage(nn.Module):
                 x, x_size, _ = block(x, x_size, None)
                 # The released code draws a Bernoulli(0.5) {0, 1} map with F.dropout(training=True)
                 # in every mode, eval included; the same call keeps a seed's draws identical.
-                mul_map = F.dropout(torch.ones_like(x) * 0.5, training=True)
+                # ones_like(x) in the released code has x's (B, C, L) memory order (x is a
+                # transposed feature map here) and bernoulli fills memory in order: drawing on
+                # that layout explicitly keeps the released code's maps for a seed whatever
+                # layout a compiler or channels_last inputs give x.
+                B, L, C = x.shape
+                mul_map = F.dropout(torch.ones(B, C, L, device=x.device, dtype=x.dtype) * 0.5,
+                                    training=True).transpose(1, 2)
                 w_style = self.ws_style(ws[:, -1])
                 add_n = self.to_square(w_style).unsqueeze(1)
                 add_n = F.interpolate(add_n, size=x.size(1), mode="linear", align_corners=False)
