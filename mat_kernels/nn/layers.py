@@ -86,6 +86,12 @@ def apply_bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int =
     """
     if backend not in backends.NAMES:
         raise ValueError(f"backend must be one of {backends.NAMES}, got {backend!r}")
+    if b is not None and b.dtype != x.dtype:
+        # Under autocast x comes out of the conv/matmul in fp16/bf16 and b is the fp32 parameter:
+        # x + b promotes to fp32 (as in the official layers); promoting x first (exact) gives the
+        # same result and lets the fused kernel run on one dtype.
+        dtype = torch.promote_types(x.dtype, b.dtype)
+        x, b = x.to(dtype), b.to(dtype)
     if backend != "reference" and x.is_cuda:
         impl = _triton_bias_act()
         if impl is not None and impl[1](x, b=b, act=act):
