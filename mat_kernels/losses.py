@@ -288,9 +288,9 @@ class TwoStageLoss:
             which a ``torch.compile``d D cannot, so a compiled D comes with its eager module here.
 
     ``accumulate_gradients(phase, real_img, mask, real_c, gen_z, gen_c, gain, sync=True,
-    grad_scale=None)`` runs the phase's forward/backward (``grad_scale``, e.g. a GradScaler's
-    ``scale``, is applied to each loss before its backward) (gradients accumulate into the parameters that require grad) and
-    returns a dict of detached per-sample statistics (no host sync).
+    grad_scale=None)`` runs the phase's forward/backward (gradients accumulate into the parameters
+    that require grad; ``grad_scale``, e.g. a GradScaler's ``scale``, is applied to each loss
+    before its backward) and returns a dict of detached per-sample statistics (no host sync).
     """
 
     PHASES = ("Gmain", "Greg", "Dmain", "Dreg")
