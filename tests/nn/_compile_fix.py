@@ -1,8 +1,8 @@
 """Test-side route-around for an inductor bug hit by the reference attention's op order.
 
-Inductor's attention pattern matcher (torch/_inductor/fx_passes/fuse_attention.py, inference
-graphs only) takes ``q @ k`` with ``k = t.reshape(B, N, h, d).permute(0, 2, 3, 1)`` for
-``q @ k'.transpose(-2, -1)`` and hands the un-permuted (B, N, h, d) tensor to
+Inductor's attention pattern matcher (torch/_inductor/fx_passes/fuse_attention.py; inference
+graphs, and the training graph of the whole G) takes ``q @ k`` with
+``k = t.reshape(B, N, h, d).permute(0, 2, 3, 1)`` for ``q @ k'.transpose(-2, -1)`` and hands the un-permuted (B, N, h, d) tensor to
 scaled_dot_product_attention, which then fails to broadcast (torch 2.13):
 
     def f(q, k, v):  # (B, N, h * d) each, under torch.no_grad()
