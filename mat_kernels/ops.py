@@ -77,6 +77,12 @@ def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, ac
     """Bias, activation, gain and clamp of the StyleGAN2 layers: the contract of
     :func:`mat_kernels.reference.bias_act`, plus ``backend``."""
     dim = _checks.check_bias_act_args(x, b, dim, act, ACTIVATIONS)
+    if b is not None and b.dtype != x.dtype:
+        # Under autocast x leaves the conv/matmul in fp16/bf16 while b is the fp32 parameter:
+        # x + b promotes to fp32 (as in the official layers). Promoting both first is exact, gives
+        # the same result, and lets a fused kernel run on one dtype.
+        dtype = torch.promote_types(x.dtype, b.dtype)
+        x, b = x.to(dtype), b.to(dtype)
     alpha, gain, clamp = bias_act_defaults(act, alpha, gain, clamp)
     facts: backends.Facts = dict(device=x.device, dtype=x.dtype, act=act, bias_dtype=None if b is None else b.dtype)
     fn = backends.choose("bias_act", backend, facts)

@@ -66,6 +66,9 @@ def parser() -> argparse.ArgumentParser:
                         "are listed as skipped unless named here)")
     p.add_argument("--model-paths", type=_csv(str, model.MODEL_PATHS), default=None,
                    help="reference,auto,compile (default: all; on CPU compile is listed as skipped unless named)")
+    p.add_argument("--model-dtypes", type=_csv(str, model.PRECISIONS), default=None,
+                   help="model precisions: fp32, bf16 (autocast), bf16-weights (inference) (default: all on GPU, "
+                        "fp32 on CPU); every generator row reports its relative error against fp32")
     p.add_argument("--repeats", type=int, default=None, help="timed calls per case (default: 20 GPU, 3 CPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls first (default: 5 GPU, 1 CPU)")
     p.add_argument("--dram-bandwidth", type=float, default=None, metavar="TB/s",
@@ -116,83 +119,82 @@ def _configure_compiler():
             setattr(cfg, name, max(getattr(cfg, name), 4096))
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = parser().parse_args(argv)
+def _settings(args) -> dict:
+    """Every choice the defaults make for this device, validated (argparse errors on bad input)."""
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         parser().error("--device cuda given but torch.cuda.is_available() is False")
     gpu = device.type == "cuda"
-    run_ops = args.ops or not args.model
-    run_model = args.model or (gpu and not args.ops)
-    suite = args.suite if args.suite != "auto" else ("full" if gpu else "reduced")
-    dtypes = args.dtype or (["fp32", "bf16"] if gpu else ["fp32"])
-    batches = args.batch or ([1, 8] if gpu else [1])
-    repeats = args.repeats if args.repeats is not None else (20 if gpu else 3)
-    warmup = args.warmup if args.warmup is not None else (5 if gpu else 1)
-    if repeats < 1 or warmup < 0:
+    o = dict(device=device, gpu=gpu, run_ops=args.ops or not args.model, run_model=args.model or (gpu and not args.ops),
+             suite=args.suite if args.suite != "auto" else ("full" if gpu else "reduced"),
+             dtypes=args.dtype or (["fp32", "bf16"] if gpu else ["fp32"]),
+             model_dtypes=args.model_dtypes or (list(model.PRECISIONS) if gpu else ["fp32"]),
+             batches=args.batch or ([1, 8] if gpu else [1]),
+             repeats=args.repeats if args.repeats is not None else (20 if gpu else 3),
+             warmup=args.warmup if args.warmup is not None else (5 if gpu else 1),
+             op_res=args.resolution or 512, model_res=args.resolution or (512 if gpu else 256))
+    if o["repeats"] < 1 or o["warmup"] < 0:
         parser().error("--repeats must be >= 1 and --warmup >= 0")
-    op_res = args.resolution or 512
-    model_res = args.resolution or (512 if gpu else 256)
+    o["model_batches"] = o["batches"]
     try:
-        shapes = (C.mat_attention_shapes if suite == "full" else C.reduced_shapes)(op_res)
+        shapes = (C.mat_attention_shapes if o["suite"] == "full" else C.reduced_shapes)(o["op_res"])
         if args.shapes:
             shapes = [s for s in shapes if any(t in s.name for t in args.shapes)]
             if not shapes:
-                raise ValueError(f"--shapes {args.shapes} matches none of the {suite} suite's shapes")
-        model_batches = args.batch or ([1, 8] if gpu else [1])
-        if model_res not in (256, 512):
-            raise ValueError(f"--resolution for the model must be 256 or 512, got {model_res}")
-        cases = C.attention_cases(shapes, batches, dtypes, args.mode) if run_ops else []
+                raise ValueError(f"--shapes {args.shapes} matches none of the {o['suite']} suite's shapes")
+        if o["model_res"] not in (256, 512):
+            raise ValueError(f"--resolution for the model must be 256 or 512, got {o['model_res']}")
+        o["cases"] = C.attention_cases(shapes, o["batches"], o["dtypes"], args.mode) if o["run_ops"] else []
     except ValueError as exc:
         parser().error(str(exc))
-    peers = select(args.peers or PEER_NAMES)
-    skip = {}
-    if not gpu and args.peers is None:
-        for p in peers:
+    o["peers"] = select(args.peers or PEER_NAMES)
+    o["model_paths"] = args.model_paths or list(model.MODEL_PATHS)
+    return o
+
+
+def _skips(args, o):
+    """(peer skips, model-path skips): compiled runs are opt-in on CPU."""
+    skip, model_skip = {}, {}
+    if not o["gpu"] and args.peers is None:
+        for p in o["peers"]:
             if p.compiles:
                 skip[p.name] = ("not run on CPU by default: torch.compile takes ~20 s per case here "
                                 "(name it in --peers to include it)")
-    model_paths = args.model_paths or list(model.MODEL_PATHS)
-    model_skip = {}
-    if not gpu and args.model_paths is None:
+    if not o["gpu"] and args.model_paths is None:
         model_skip["compile"] = "not run on CPU by default: compiling the whole model takes minutes here"
-    _configure_compiler()
-    environment = env.environment(device, args.dram_bandwidth)
+    return skip, model_skip
+
+
+def _notes(o, environment) -> List[str]:
     notes = []
-    if not gpu:
-        what = "reduced reference suite" if run_ops and suite == "reduced" else "CPU timings"
+    if not o["gpu"]:
+        what = "reduced reference suite" if o["run_ops"] and o["suite"] == "reduced" else "CPU timings"
         notes.append(f"CPU-only run ({what}). The fused Triton and CUDA kernels need a CUDA GPU "
                      "(their rows give the reason they did not run); these are CPU timings, not GPU results.")
-    if not gpu and run_model:
+    if not o["gpu"] and o["run_model"]:
         notes.append("On CPU backend 'auto' resolves to the reference, so the model's auto and reference rows run "
                      "the same code; their difference is noise.")
     if environment["dram_bandwidth_bytes_per_s"] is None:
         notes.append(f"No DRAM bandwidth known: {environment['dram_bandwidth_source']}.")
-    settings = {"suite": suite, "device": str(device), "dtypes": dtypes, "batches": batches, "modes": args.mode,
-                "resolution": op_res, "peers": [p.name for p in peers], "warmup": warmup, "repeats": repeats,
-                "l2_flush": gpu, "run_ops": run_ops, "run_model": run_model,
-                "model": {"resolution": model_res, "batches": model_batches, "paths": model_paths, "dtypes": dtypes}
-                if run_model else None}
+    return notes
 
-    print(f"mat_kernels.bench on {environment['device_name']} ({device}); torch {environment['torch_version']}, "
-          f"triton {environment['triton_version']}", file=sys.stderr)
-    for n in notes:
-        print(f"note: {n}", file=sys.stderr)
-    n_model = len(model.WHATS) * len(model_batches) * len(model_paths) * len(dtypes) if run_model else 0
-    progress = _Progress(len(cases) * len(peers) + n_model, not args.no_progress)
-    t0 = time.perf_counter()
+
+def _run_all(o, skip, model_skip, environment, notes, progress):
+    """(attention rows, model rows); an interrupt keeps what was measured and says so in notes."""
     attention_rows, model_rows = [], []
+    gpu = o["gpu"]
     try:
-        for case in cases:
+        for case in o["cases"]:
             progress.describe(case.id)
-            attention_rows += run_case(case, peers, device, warmup, repeats, skip=skip,
+            attention_rows += run_case(case, o["peers"], o["device"], o["warmup"], o["repeats"], skip=skip,
                                        dram_bw=environment["dram_bandwidth_bytes_per_s"],
                                        on_peer_done=lambda r: progress.step(f"{r['peer']}: {r['status']}"))
-        if run_model:
-            progress.describe(f"model {model_res}")
-            for dt in dtypes:
-                model_rows += model.run_model(model_res, model_batches, device, max(1, warmup // 2) if gpu else 0,
-                                              max(1, repeats // 4) if gpu else 1, paths=model_paths,
+        if o["run_model"]:
+            progress.describe(f"model {o['model_res']}")
+            for dt in o["model_dtypes"]:
+                model_rows += model.run_model(o["model_res"], o["model_batches"], o["device"],
+                                              max(1, o["warmup"] // 2) if gpu else 0,
+                                              max(1, o["repeats"] // 4) if gpu else 1, paths=o["model_paths"],
                                               dtype=dt, skip=model_skip,
                                               on_row_done=lambda r: progress.step(f"{r['what']} {r['path']}"))
     except KeyboardInterrupt:
@@ -200,14 +202,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         notes.append("Interrupted by the user: the results are partial.")
     finally:
         progress.close()
-    result = report.make_result("gpu-" + str(op_res) if gpu else "cpu-reduced" if suite == "reduced" else
-                                "cpu-" + suite, environment, settings, notes, attention_rows, model_rows,
-                                time.perf_counter() - t0)
-    report.validate(result)
-    print(report.console(result))
+    return attention_rows, model_rows
 
-    if args.no_save:
-        return 0
+
+def _save(args, o, environment, result) -> None:
+    """JSON + markdown (always on GPU, with --json on CPU) and the plot (GPU or --plot)."""
+    gpu, suite = o["gpu"], o["suite"]
     date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M")
     stem = env.slug(environment["device_name"]) if gpu else "cpu-reduced" if suite == "reduced" else f"cpu-{suite}"
     default_json = os.path.join(args.out_dir, f"{stem}-{date}.json")
@@ -220,6 +220,38 @@ def main(argv: Optional[List[str]] = None) -> int:
         plot_path = args.plot or os.path.splitext(json_path or default_json)[0] + ".png"
         written = report.write_plot(result, plot_path)
         print(f"wrote {written}" if written else "no plot: no peer besides the reference ran", file=sys.stderr)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    o = _settings(args)
+    skip, model_skip = _skips(args, o)
+    _configure_compiler()
+    environment = env.environment(o["device"], args.dram_bandwidth)
+    notes = _notes(o, environment)
+    settings = {"suite": o["suite"], "device": str(o["device"]), "dtypes": o["dtypes"], "batches": o["batches"],
+                "modes": args.mode, "resolution": o["op_res"], "peers": [p.name for p in o["peers"]],
+                "warmup": o["warmup"], "repeats": o["repeats"], "l2_flush": o["gpu"], "run_ops": o["run_ops"],
+                "run_model": o["run_model"],
+                "model": {"resolution": o["model_res"], "batches": o["model_batches"], "paths": o["model_paths"],
+                          "dtypes": o["model_dtypes"]} if o["run_model"] else None}
+    print(f"mat_kernels.bench on {environment['device_name']} ({o['device']}); torch {environment['torch_version']}, "
+          f"triton {environment['triton_version']}", file=sys.stderr)
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    n_model = (len(model.WHATS) * len(o["model_batches"]) * len(o["model_paths"]) * len(o["model_dtypes"])
+               if o["run_model"] else 0)
+    progress = _Progress(len(o["cases"]) * len(o["peers"]) + n_model, not args.no_progress)
+    t0 = time.perf_counter()
+    attention_rows, model_rows = _run_all(o, skip, model_skip, environment, notes, progress)
+    op_res, suite = o["op_res"], o["suite"]
+    result = report.make_result("gpu-" + str(op_res) if o["gpu"] else "cpu-reduced" if suite == "reduced" else
+                                "cpu-" + suite, environment, settings, notes, attention_rows, model_rows,
+                                time.perf_counter() - t0)
+    report.validate(result)
+    print(report.console(result))
+    if not args.no_save:
+        _save(args, o, environment, result)
     return 0
 
 

@@ -1,7 +1,12 @@
 """Model-level benchmark: generator inference and a full G+D training step, images/s.
 
 Paths: ``reference`` (``set_backend("reference")``), ``auto`` (the fused kernels where they can
-run) and ``compile`` (``torch.compile`` of the reference model). The networks come from
+run) and ``compile`` (``torch.compile`` of the model with the ``auto`` backend: the fused
+kernels on CUDA, the reference on CPU). Precisions (``dtype``): ``fp32``, ``bf16`` (autocast)
+and ``bf16-weights`` (``G.to(torch.bfloat16)``, inference only). Generator rows carry
+``rel_err_vs_fp32``: the relative L2 distance of their output from the fp32 eager reference
+output for the same weights, inputs and seed (compiled runs use inductor's eager-compatible RNG
+for this comparison, ``fallback_random``). The networks come from
 ``mat_kernels.models``; until that imports, every row says why the model is not available.
 Weights are random (nothing is downloaded): throughput does not depend on them.
 """
@@ -20,6 +25,7 @@ from .suite import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED, reason_of
 Z_DIM = W_DIM = 512
 MODEL_PATHS = ("reference", "auto", "compile")
 WHATS = ("generator_forward", "train_step")
+PRECISIONS = ("fp32", "bf16", "bf16-weights")
 
 
 class ModelUnavailable(RuntimeError):
@@ -90,7 +96,7 @@ def _train_step(G, D, opt_g, opt_d, img, mask, z, c):
 def _row(what, path, batch, resolution, dtype):
     return {"what": what, "path": path, "batch": batch, "resolution": resolution, "dtype": dtype,
             "status": None, "reason": None, "median_ms": None, "min_ms": None, "times_ms": None,
-            "images_per_s": None, "peak_mem_bytes": None, "speedup_vs_reference": None}
+            "images_per_s": None, "peak_mem_bytes": None, "speedup_vs_reference": None, "rel_err_vs_fp32": None}
 
 
 def build_call(Generator, Discriminator, what: str, path: str, batch: int, resolution: int,
@@ -101,13 +107,19 @@ def build_call(Generator, Discriminator, what: str, path: str, batch: int, resol
         raise ValueError(f"what must be one of {WHATS}, got {what!r}")
     if path not in MODEL_PATHS:
         raise ValueError(f"path must be one of {MODEL_PATHS}, got {path!r}")
-    backend = "auto" if path == "auto" else "reference"
+    if dtype not in PRECISIONS:
+        raise ValueError(f"dtype must be one of {PRECISIONS}, got {dtype!r}")
+    if dtype == "bf16-weights" and what != "generator_forward":
+        raise ValueError("bf16-weights is an inference precision: only generator_forward runs with it")
+    backend = "reference" if path == "reference" else "auto"
 
     def amp():
         return torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
 
     torch.manual_seed(0)
     G = Generator(z_dim=Z_DIM, c_dim=0, w_dim=W_DIM, img_resolution=resolution, img_channels=3).to(device)
+    if dtype == "bf16-weights":
+        G = G.to(torch.bfloat16)
     _set_backend(G, backend)
     img, mask, z, c = _inputs(batch, resolution, device)
     if what == "generator_forward":
@@ -131,12 +143,55 @@ def build_call(Generator, Discriminator, what: str, path: str, batch: int, resol
     return call
 
 
+def _seeded_output(call) -> torch.Tensor:
+    """The generator image of one call with the Bernoulli maps drawn from a fixed seed."""
+    import torch._inductor.config as inductor_config
+    torch.manual_seed(1)
+    with inductor_config.patch(fallback_random=True):
+        return call()[0].float()
+
+
+def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((out - ref).double().norm() / ref.double().norm()).item()
+
+
+def _measure_row(r, Generator, Discriminator, what, path, batch, resolution, device, dtype, warmup, repeats,
+                 fp32_outputs) -> None:
+    """Time one (what, path, batch, dtype) and, for the generator, its error against fp32."""
+    call = None
+    try:
+        if path == "compile":
+            with contextlib.suppress(Exception):
+                torch._dynamo.reset()
+        call = build_call(Generator, Discriminator, what, path, batch, resolution, device, dtype)
+        if what == "generator_forward":
+            out = _seeded_output(call)  # also compiles / warms the allocator
+            if batch not in fp32_outputs:
+                ref_call = build_call(Generator, Discriminator, what, "reference", batch, resolution, device, "fp32")
+                fp32_outputs[batch] = _seeded_output(ref_call)
+                del ref_call
+            r["rel_err_vs_fp32"] = _rel_err(out, fp32_outputs[batch])
+        else:
+            call()  # compile / warm the allocator before the counted warm-up
+        t = timing.measure(call, device, warmup, repeats, flush_l2=False)
+        r.update(median_ms=t["median_ms"], min_ms=t["min_ms"], times_ms=t["times_ms"],
+                 images_per_s=batch / (t["median_ms"] / 1e3))
+        r["peak_mem_bytes"] = timing.peak_memory(call, device)
+        r["status"] = STATUS_OK
+    except Exception as exc:
+        r.update(status=STATUS_FAILED, reason=reason_of(exc))
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    del call  # frees the networks before the next path
+
+
 def run_model(resolution: int, batches: Iterable[int], device: torch.device, warmup: int, repeats: int,
               paths: Iterable[str] = MODEL_PATHS, whats: Iterable[str] = WHATS, dtype: str = "fp32",
               on_row_done: Optional[Callable[[dict], None]] = None,
               skip: Optional[dict] = None) -> List[dict]:
     """Rows for every (what, batch, path); failures carry their reason, paths in ``skip``
-    (path -> reason) are recorded as skipped. ``dtype`` "bf16" runs under ``torch.autocast``."""
+    (path -> reason) are recorded as skipped. ``dtype`` "bf16" runs under ``torch.autocast``,
+    "bf16-weights" converts G (its train_step rows are skipped)."""
     skip = skip or {}
     rows: List[dict] = []
     paths, whats, batches = list(paths), list(whats), list(batches)
@@ -152,34 +207,16 @@ def run_model(resolution: int, batches: Iterable[int], device: torch.device, war
                     if on_row_done:
                         on_row_done(r)
         return rows
+    fp32_outputs = {}  # batch -> fp32 eager reference image, for rel_err_vs_fp32
     for what in whats:
         for batch in batches:
             for path in paths:
                 r = _row(what, path, batch, resolution, dtype)
-                if path in skip:
-                    r.update(status=STATUS_SKIPPED, reason=skip[path])
-                    rows.append(r)
-                    if on_row_done:
-                        on_row_done(r)
-                    continue
-                call = None
-                try:
-                    if path == "compile":
-                        with contextlib.suppress(Exception):
-                            torch._dynamo.reset()
-                    call = build_call(Generator, Discriminator, what, path, batch, resolution, device, dtype)
-                    call()  # compile / warm the allocator before the counted warm-up
-                    t = timing.measure(call, device, warmup, repeats, flush_l2=False)
-                    r.update(median_ms=t["median_ms"], min_ms=t["min_ms"], times_ms=t["times_ms"],
-                             images_per_s=batch / (t["median_ms"] / 1e3))
-                    r["peak_mem_bytes"] = timing.peak_memory(call, device)
-                    r["status"] = STATUS_OK
-                except Exception as exc:
-                    r.update(status=STATUS_FAILED, reason=reason_of(exc))
-                    call = None
-                    if device.type == "cuda":
-                        torch.cuda.empty_cache()
-                del call  # frees the networks before the next path
+                if path in skip or (dtype == "bf16-weights" and what != "generator_forward"):
+                    r.update(status=STATUS_SKIPPED, reason=skip.get(path, "bf16 weights are for inference"))
+                else:
+                    _measure_row(r, Generator, Discriminator, what, path, batch, resolution, device, dtype,
+                                 warmup, repeats, fp32_outputs)
                 rows.append(r)
                 if on_row_done:
                     on_row_done(r)

@@ -17,7 +17,7 @@ ATTENTION_ROW_KEYS = ("case_id", "case", "peer", "label", "status", "reason", "m
                       "tflops", "max_abs_err", "max_abs_err_grad", "mask_match", "within_tolerance",
                       "speedup_vs_reference", "speedup_vs_compile")
 MODEL_ROW_KEYS = ("what", "path", "batch", "resolution", "dtype", "status", "reason", "median_ms", "min_ms",
-                  "times_ms", "images_per_s", "peak_mem_bytes", "speedup_vs_reference")
+                  "times_ms", "images_per_s", "peak_mem_bytes", "speedup_vs_reference", "rel_err_vs_fp32")
 
 
 def make_result(suite: str, environment: dict, settings: dict, notes: Sequence[str], attention: List[dict],
@@ -127,13 +127,14 @@ def detail_table(rows: List[dict]):
 
 def model_table(rows: List[dict]):
     header = ["what", "path", "res", "batch", "dtype", "status", "median ms", "images/s", "peak MiB", "x ref",
-              "reason"]
+              "err vs fp32", "reason"]
     body = []
     for r in rows:
         mib = None if r["peak_mem_bytes"] is None else r["peak_mem_bytes"] / 2 ** 20
         body.append([r["what"], r["path"], str(r["resolution"]), str(r["batch"]), r["dtype"], r["status"],
                      _f(r["median_ms"], "{:.1f}"), _f(r["images_per_s"], "{:.2f}"), _f(mib, "{:.0f}"),
-                     _f(r["speedup_vs_reference"], "{:.2f}"), r["reason"] or ""])
+                     _f(r["speedup_vs_reference"], "{:.2f}"), _f(r.get("rel_err_vs_fp32"), "{:.2e}"),
+                     r["reason"] or ""])
     return header, body
 
 

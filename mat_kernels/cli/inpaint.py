@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--backend", default="auto",
                    help="kernel backend for attention / mask updates: auto, reference, triton, cuda")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
+                   help="weights and activations: fp32 (default), bf16 or fp16 (half weights; fp16 is "
+                        "slow on CPU)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the generator (inductor); the first image of each size compiles")
     p.add_argument("--save-masks", action="store_true",
                    help="also write generated random masks to <out>/masks/<name>.png")
     return p
@@ -102,7 +107,20 @@ def _centre_pads(size: int, target: int) -> Tuple[int, int]:
 def _run(G, image: torch.Tensor, mask: torch.Tensor, z: torch.Tensor, truncation: float, noise_mode: str):
     c = torch.zeros(image.shape[0], G.c_dim, device=image.device)
     with torch.no_grad():
-        return G(image, mask, z, c, truncation_psi=truncation, noise_mode=noise_mode)
+        # float32 out whatever G computes in (half weights return half images)
+        return G(image, mask, z, c, truncation_psi=truncation, noise_mode=noise_mode).float()
+
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def prepare_generator(G, dtype: str = "fp32", compile: bool = False):
+    """G converted to ``dtype`` ("fp32", "bf16", "fp16": weights and activations) and, with
+    ``compile``, wrapped by ``torch.compile`` (default inductor backend)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    G = G.to(DTYPES[dtype])
+    return torch.compile(G) if compile else G
 
 
 def inpaint_array(G, image: np.ndarray, mask: np.ndarray, z: torch.Tensor, *, fit: str = "pad",
@@ -263,6 +281,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             G.set_backend(args.backend)
         except (ValueError, AttributeError) as exc:
             parser.error(f"--backend: {exc}")
+    G = prepare_generator(G, args.dtype, args.compile)
     out_dir.mkdir(parents=True, exist_ok=True)
     if args.save_masks and masks[0] is None:
         (out_dir / "masks").mkdir(exist_ok=True)

@@ -39,6 +39,16 @@ def _check_resolution(img_resolution: int) -> int:
     return log2
 
 
+def parameter_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype a network computes in: its parameters' (float32 unless converted with
+    ``.to(dtype)``/``.half()``). Under autocast the parameters stay float32 and autocast picks
+    the dtype of each op instead."""
+    for p in module.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.get_default_dtype()
+
+
 def _check_inputs(images_in, masks_in, img_channels, img_resolution=None):
     if not isinstance(images_in, torch.Tensor) or images_in.ndim != 4 or images_in.shape[1] != img_channels:
         raise ValueError(f"images_in must be (B, {img_channels}, H, W), got "
@@ -125,7 +135,13 @@ class FirstStage(nn.Module):
                 x, x_size, _ = block(x, x_size, None)
                 # The released code draws a Bernoulli(0.5) {0, 1} map with F.dropout(training=True)
                 # in every mode, eval included; the same call keeps a seed's draws identical.
-                mul_map = F.dropout(torch.ones_like(x) * 0.5, training=True)
+                # ones_like(x) in the released code has x's (B, C, L) memory order (x is a
+                # transposed feature map here) and bernoulli fills memory in order: drawing on
+                # that layout explicitly keeps the released code's maps for a seed whatever
+                # layout a compiler or channels_last inputs give x.
+                B, L, C = x.shape
+                mul_map = F.dropout(torch.ones(B, C, L, device=x.device, dtype=x.dtype) * 0.5,
+                                    training=True).transpose(1, 2)
                 w_style = self.ws_style(ws[:, -1])
                 add_n = self.to_square(w_style).unsqueeze(1)
                 add_n = F.interpolate(add_n, size=x.size(1), mode="linear", align_corners=False)
@@ -216,6 +232,9 @@ class SynthesisNet(nn.Module):
         _check_inputs(images_in, masks_in, self.img_channels, self.img_resolution)
         if ws.ndim != 3 or ws.shape[0] != images_in.shape[0] or ws.shape[1] != self.num_layers:
             raise ValueError(f"ws must be (B, num_ws={self.num_layers}, w_dim), got {tuple(ws.shape)}")
+        # Half-precision weights (G.to(torch.bfloat16), G.half()) take inputs of any float dtype.
+        dtype = parameter_dtype(self)
+        images_in, masks_in, ws = images_in.to(dtype), masks_in.to(dtype), ws.to(dtype)
         out_stg1 = self.first_stage(images_in, masks_in, ws, noise_mode=noise_mode)
 
         x = images_in * masks_in + out_stg1 * (1 - masks_in)
@@ -224,7 +243,8 @@ class SynthesisNet(nn.Module):
 
         fea_16 = E_features[4]
         # Second always-on Bernoulli(0.5) map (see FirstStage.forward).
-        mul_map = F.dropout(torch.ones_like(fea_16) * 0.5, training=True)
+        # Drawn in the contiguous layout so a seed gives the same map for channels_last inputs.
+        mul_map = F.dropout(torch.ones_like(fea_16, memory_format=torch.contiguous_format) * 0.5, training=True)
         add_n = self.to_square(ws[:, 0]).view(-1, 16, 16).unsqueeze(1)
         add_n = F.interpolate(add_n, size=fea_16.size()[-2:], mode="bilinear", align_corners=False)
         fea_16 = fea_16 * mul_map + add_n * (1 - mul_map)

@@ -45,28 +45,30 @@ class MappingNet(nn.Module):
 
     def forward(self, z, c=None, truncation_psi=1, truncation_cutoff=None, skip_w_avg_update=False):
         x = None
+        # float32 as officially; the weights' dtype when they were converted (MappingNet.half()).
+        dtype = self.fc0.weight.dtype
         if self.z_dim > 0:
             if z is None or z.ndim != 2 or z.shape[1] != self.z_dim:
                 raise ValueError(f"z must have shape (B, {self.z_dim}), got "
                                  f"{None if z is None else tuple(z.shape)}")
-            x = normalize_2nd_moment(z.to(torch.float32))
+            x = normalize_2nd_moment(z.to(dtype))
         if self.c_dim > 0:
             if c is None or c.ndim != 2 or c.shape[1] != self.c_dim:
                 raise ValueError(f"c must have shape (B, {self.c_dim}), got {None if c is None else tuple(c.shape)}")
-            y = normalize_2nd_moment(self.embed(c.to(torch.float32)))
+            y = normalize_2nd_moment(self.embed(c.to(dtype)))
             x = torch.cat([x, y], dim=1) if x is not None else y
         for idx in range(self.num_layers):
             x = getattr(self, f"fc{idx}")(x)
         if self.w_avg_beta is not None and self.training and not skip_w_avg_update:
             with torch.no_grad():
-                self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+                self.w_avg.copy_(x.detach().mean(dim=0).to(self.w_avg.dtype).lerp(self.w_avg, self.w_avg_beta))
         if self.num_ws is not None:
             x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
         if truncation_psi != 1:
             if self.w_avg_beta is None:
                 raise ValueError("truncation_psi != 1 needs the tracked w_avg (w_avg_beta is None)")
             if self.num_ws is None or truncation_cutoff is None:
-                x = self.w_avg.lerp(x, truncation_psi)
+                x = self.w_avg.to(x.dtype).lerp(x, truncation_psi)  # x is fp16/bf16 under autocast
             else:
-                x[:, :truncation_cutoff] = self.w_avg.lerp(x[:, :truncation_cutoff], truncation_psi)
+                x[:, :truncation_cutoff] = self.w_avg.to(x.dtype).lerp(x[:, :truncation_cutoff], truncation_psi)
         return x

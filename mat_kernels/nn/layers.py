@@ -69,7 +69,9 @@ class FullyConnectedLayer(nn.Module):
         w, b = self.effective_weight_bias()
         x = x.matmul(w.t())
         if self.activation == "linear" and b is not None:
-            return x + b.reshape([-1 if i == x.ndim - 1 else 1 for i in range(x.ndim)])
+            # b in x's dtype: under autocast the matmul is fp16/bf16 and an fp32 bias would
+            # promote the result back to fp32 (q, k and v of one attention would then differ).
+            return x + b.to(x.dtype).reshape([-1 if i == x.ndim - 1 else 1 for i in range(x.ndim)])
         return apply_bias_act(x, b, act=self.activation, dim=x.ndim - 1, backend=self.backend)
 
     def extra_repr(self) -> str:
@@ -115,7 +117,9 @@ class Conv2dLayer(nn.Module):
                 self.bias = None
 
     def forward(self, x: torch.Tensor, gain: float = 1) -> torch.Tensor:
-        w = self.weight * self.weight_gain
+        # In x's dtype (as the official layers do): under autocast x arrives in fp16/bf16 from the
+        # previous convolution while the parameter stays fp32.
+        w = (self.weight * self.weight_gain).to(x.dtype)
         x = conv2d_resample(x, w, f=self.resample_filter, up=self.up, down=self.down, padding=self.padding)
         act_gain = self.act_gain * gain
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
@@ -206,7 +210,7 @@ class ModulatedConv2d(nn.Module):
             weight = weight * decoefs.view(batch, self.out_channels, 1, 1, 1)
         weight = weight.view(batch * self.out_channels, in_channels, self.kernel_size, self.kernel_size)
         x = x.view(1, batch * in_channels, height, width)
-        x = conv2d_resample(x, weight, f=self.resample_filter, up=self.up, down=self.down,
+        x = conv2d_resample(x, weight.to(x.dtype), f=self.resample_filter, up=self.up, down=self.down,
                             padding=self.padding, groups=batch)
         return x.view(batch, self.out_channels, *x.shape[2:])
 
@@ -250,7 +254,9 @@ class StyleConv(nn.Module):
         x = self.conv(x, style)
         if self.use_noise and noise_mode != "none":
             if noise_mode == "random":
-                noise = torch.randn([x.shape[0], 1, x.shape[2], x.shape[3]], device=x.device) * self.noise_strength
+                # drawn in fp32 whatever x's dtype, so a seed gives the same noise in every precision
+                noise = torch.randn([x.shape[0], 1, x.shape[2], x.shape[3]], device=x.device).to(x.dtype) \
+                    * self.noise_strength
             else:
                 if tuple(x.shape[-2:]) != tuple(self.noise_const.shape):
                     raise ValueError(f"noise_mode='const' needs a {tuple(self.noise_const.shape)} feature map, "

@@ -49,10 +49,15 @@ def windowed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_he
     """
     B_, N, C = q.shape
     d = C // num_heads
-    q = q.reshape(B_, N, num_heads, d).permute(0, 2, 1, 3)
-    k = k.reshape(B_, N, num_heads, d).permute(0, 2, 3, 1)
-    v = v.reshape(B_, N, num_heads, d).permute(0, 2, 1, 3)
-    attn = (q @ k) * scale
+    q, k, v = (t.reshape(B_, N, num_heads, d).permute(0, 2, 1, 3) for t in (q, k, v))
+    # q @ k^T with k permuted like q and v, then transposed. The official code permutes k to
+    # (B_, h, d, N) directly, which computes the same product, but inductor's attention pattern
+    # matcher (torch 2.13, torch/_inductor/fx_passes/fuse_attention.py) takes that form for
+    # ``q @ k.transpose(-2, -1)`` and hands the un-permuted k to scaled_dot_product_attention,
+    # which then fails to broadcast ("Attempting to broadcast a dimension of length 64"); the
+    # smallest repro is softmax((q @ k) * s) @ v with k = t.reshape(B, N, h, d).permute(0, 2, 3, 1)
+    # under torch.no_grad() in torch.compile. This form compiles.
+    attn = (q @ k.transpose(-2, -1)) * scale
     if shift_bias is not None:
         nW = shift_bias.shape[0]
         attn = attn.view(B_ // nW, nW, num_heads, N, N) + shift_bias.to(attn.dtype).unsqueeze(1).unsqueeze(0)

@@ -59,7 +59,8 @@ class TrainConfig:
     resume: Optional[str] = None        # checkpoint path, or 'latest' (newest in out_dir)
     # Speed.
     device: str = "auto"                # 'auto' (cuda if available), 'cuda' or 'cpu'
-    amp: bool = False                   # bf16 autocast for forward passes
+    amp: str = "off"                    # autocast for forward passes: off, bf16 or fp16 (+ GradScaler)
+    compile: bool = False               # torch.compile G.mapping, G.synthesis and D (inductor)
     grad_checkpoint: bool = False       # torch.utils.checkpoint around transformer layers of G
     checkpoint_modules: Tuple[str, ...] = ("BasicLayer",)
     tensorboard: bool = True            # also write TensorBoard events when it is installed
@@ -74,6 +75,10 @@ class TrainConfig:
                 raise ValueError(f"{name}: expected a positive value, got {getattr(self, name)!r}")
         if self.stop_at_step is not None and not 1 <= self.stop_at_step <= self.total_steps:
             raise ValueError(f"stop_at_step: expected 1..total_steps, got {self.stop_at_step}")
+        if isinstance(self.amp, bool):  # the earlier boolean form: True meant bf16
+            self.amp = "bf16" if self.amp else "off"
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp: expected one of {AMP_MODES}, got {self.amp!r}")
         if self.device not in ("auto", "cuda", "cpu"):
             raise ValueError(f"device: expected 'auto', 'cuda' or 'cpu', got {self.device!r}")
         return self
@@ -109,10 +114,24 @@ HELP = {
     "sample_every": "steps between sample grids (0: at the end only)",
     "resume": "checkpoint to continue from, or 'latest' in --out-dir",
     "device": "auto, cuda or cpu",
-    "amp": "bfloat16 autocast for the forward passes",
+    "amp": "autocast for the forward passes: off, bf16 or fp16 (with a gradient scaler); "
+           "true/false are accepted for bf16/off",
+    "compile": "torch.compile the mapping, synthesis and discriminator (inductor; R1 runs eagerly)",
     "grad_checkpoint": "recompute --checkpoint-modules of G in the backward pass to save memory",
     "checkpoint_modules": "class names wrapped by --grad-checkpoint",
 }
+
+
+AMP_MODES = ("off", "bf16", "fp16")
+
+
+def _parse_amp(s: str) -> str:
+    if s.lower() in AMP_MODES:
+        return s.lower()
+    try:
+        return "bf16" if _parse_bool(s) else "off"
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected one of {AMP_MODES} (or true/false), got {s!r}") from None
 
 
 def _parse_bool(s: str) -> bool:
@@ -134,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
         extra = {"help": HELP[f.name] + " (default: %(default)s)" if f.name in HELP else "default: %(default)s"}
         if f.name in ("betas", "hole_range"):
             p.add_argument(flag, type=float, nargs=2, default=default, metavar=("A", "B"), **extra)
+        elif f.name == "amp":
+            p.add_argument(flag, type=_parse_amp, default=default, metavar="{off,bf16,fp16}", **extra)
         elif f.name == "checkpoint_modules":
             p.add_argument(flag, nargs="+", default=default, **extra)
         elif isinstance(default, bool):

@@ -46,7 +46,7 @@ from .losses import PerceptualLoss, TwoStageLoss
 from . import metrics as M
 from .config import TrainConfig
 
-__all__ = ["train", "build_networks", "save_checkpoint", "load_checkpoint", "find_latest_checkpoint",
+__all__ = ["train", "build_networks", "save_training_state", "load_training_state", "find_latest_checkpoint",
            "enable_grad_checkpointing", "parameter_digest"]
 
 CKPT_RE = re.compile(r"^checkpoint-(\d{8})\.pt$")
@@ -160,20 +160,25 @@ def find_latest_checkpoint(out_dir: str) -> Optional[str]:
     return os.path.join(out_dir, found[-1][1]) if found else None
 
 
-def save_checkpoint(path: str, state: dict) -> None:
-    """torch.save to a temporary file in the same folder, then os.replace (atomic on POSIX)."""
+def save_training_state(path: str, state: dict) -> None:
+    """Write a training checkpoint (networks, optimisers, RNG states, step; not the inference
+    format of :func:`mat_kernels.checkpoint.save_checkpoint`): torch.save to a temporary file in
+    the same folder, then os.replace (atomic on POSIX)."""
     tmp = f"{path}.tmp-{os.getpid()}"
     torch.save(state, tmp)
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str) -> dict:
+def load_training_state(path: str) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"resume: checkpoint {path!r} does not exist")
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
 # --------------------------------------------------------------------------------------------- trainer
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 class _Trainer:
     def __init__(self, cfg: TrainConfig, rank: int, world: int, device: torch.device):
         self.cfg, self.rank, self.world, self.device = cfg, rank, world, device
@@ -186,15 +191,39 @@ class _Trainer:
         torch.backends.cuda.matmul.allow_tf32 = False   # official: TF32 off for matmul and cuDNN
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cudnn.benchmark = True
+        resume_path, ckpt = self._find_resume_state()
+        mods = self._build_networks(ckpt)
+        # Optimisers with the lazy-regularisation correction.
+        self.opt_G = self._adam(self.G, cfg.G_reg_interval, cfg.lrt)
+        self.opt_D = self._adam(self.D, cfg.D_reg_interval, None)
+        self.phases = [("Gmain", self.G, self.opt_G, 1), ("Greg", self.G, self.opt_G, cfg.G_reg_interval),
+                       ("Dmain", self.D, self.opt_D, 1), ("Dreg", self.D, self.opt_D, cfg.D_reg_interval)]
+        self._build_loss(mods)
+        self.step = 0
+        if ckpt is not None:
+            self._restore(ckpt, resume_path)
+        else:
+            s = cfg.seed * world + rank
+            random.seed(s)
+            np.random.seed(s)
+            torch.manual_seed(s)
+        self._build_data()
+        self._open_logs()
 
-        resume_path = cfg.resume
+    # ----------------------------------------------------------------------------------------- construction
+    def _find_resume_state(self):
+        """(path, state) of the checkpoint to resume from, or (None, None)."""
+        resume_path = self.cfg.resume
         if resume_path == "latest":
-            resume_path = find_latest_checkpoint(cfg.out_dir)
+            resume_path = find_latest_checkpoint(self.cfg.out_dir)
             if resume_path is None:
-                raise FileNotFoundError(f"resume: no checkpoint-*.pt in {cfg.out_dir!r}")
-        ckpt = load_checkpoint(resume_path) if resume_path else None
+                raise FileNotFoundError(f"resume: no checkpoint-*.pt in {self.cfg.out_dir!r}")
+        return resume_path, (load_training_state(resume_path) if resume_path else None)
 
-        # Networks: identical init on every rank (DDP broadcasts rank 0's anyway).
+    def _build_networks(self, ckpt) -> Dict[str, torch.nn.Module]:
+        """G, D and G_ema (identical init on every rank; DDP broadcasts rank 0's anyway), and the
+        modules the loss calls: mapping, synthesis and D, DDP-wrapped and compiled as configured."""
+        cfg, device = self.cfg, self.device
         torch.manual_seed(cfg.seed)
         G, D = build_networks(cfg)
         self.G = G.to(device).train().requires_grad_(False)
@@ -203,57 +232,66 @@ class _Trainer:
             self.G.load_state_dict(ckpt["G"])
             self.D.load_state_dict(ckpt["D"])
         mods = {"mapping": self.G.mapping, "synthesis": self.G.synthesis, "D": self.D}
-        if world > 1:
+        if self.world > 1:
             for k, m in mods.items():
                 m.requires_grad_(True)   # DDP registers the parameters that require grad
                 mods[k] = DDP(m, device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=False)
                 m.requires_grad_(False)
+        # R1 differentiates D's gradient (double backward), which compiled graphs do not support.
+        mods["D_reg"] = mods["D"]
+        if cfg.compile:
+            for k in ("mapping", "synthesis", "D"):
+                mods[k] = torch.compile(mods[k])
         self.G_ema = copy.deepcopy(self.G).eval()
         if ckpt is not None:
             self.G_ema.load_state_dict(ckpt["G_ema"])
         if cfg.grad_checkpoint:
             n = enable_grad_checkpointing(self.G, cfg.checkpoint_modules)
             self._print(f"gradient checkpointing on {n} modules ({', '.join(cfg.checkpoint_modules)})")
+        return mods
 
-        # Optimisers with the lazy-regularisation correction.
-        self.opt_G = self._adam(self.G, cfg.G_reg_interval, cfg.lrt)
-        self.opt_D = self._adam(self.D, cfg.D_reg_interval, None)
-        self.phases = [("Gmain", self.G, self.opt_G, 1), ("Greg", self.G, self.opt_G, cfg.G_reg_interval),
-                       ("Dmain", self.D, self.opt_D, 1), ("Dreg", self.D, self.opt_D, cfg.D_reg_interval)]
-
+    def _build_loss(self, mods) -> None:
+        """The two-stage loss with autocast as configured; fp16 adds a GradScaler per optimiser
+        (bf16 has fp32's exponent range and needs none)."""
+        cfg, device = self.cfg, self.device
         pcp = PerceptualLoss(vgg_path=cfg.vgg_path).to(device) if cfg.pcp_ratio != 0 else None
-        autocast = functools.partial(torch.autocast, device_type=device.type, dtype=torch.bfloat16, enabled=cfg.amp)
+        amp = cfg.amp != "off"
+        autocast = functools.partial(torch.autocast, device_type=device.type, dtype=AMP_DTYPES.get(cfg.amp),
+                                     enabled=amp)
+        self.scalers = None
+        if cfg.amp == "fp16":
+            self.scalers = {id(opt): torch.amp.GradScaler(device.type) for opt in (self.opt_G, self.opt_D)}
         self.loss = TwoStageLoss(mods["mapping"], mods["synthesis"], mods["D"], pcp=pcp,
                                  style_mixing_prob=cfg.style_mixing_prob, r1_gamma=cfg.r1_gamma,
-                                 truncation_psi=cfg.truncation_psi, pcp_ratio=cfg.pcp_ratio, autocast=autocast)
+                                 truncation_psi=cfg.truncation_psi, pcp_ratio=cfg.pcp_ratio, autocast=autocast,
+                                 D_reg=mods["D_reg"])
 
-        self.step = 0
-        if ckpt is not None:
-            self.opt_G.load_state_dict(ckpt["opt_G"])
-            self.opt_D.load_state_dict(ckpt["opt_D"])
-            self.step = int(ckpt["step"])
-            ranks = ckpt["ranks"]
-            mine = ranks[rank] if len(ranks) == world else ranks[0]
-            if len(ranks) != world:
-                self._print(f"resume: checkpoint has {len(ranks)} ranks, running {world}; every rank takes rank 0's "
-                            f"buffers and RNG state (the continuation is not bit-exact)")
-            _load_buffers(self.G, mine["G_buffers"])
-            _load_buffers(self.G_ema, mine["G_ema_buffers"])
-            _set_rng_state(mine["rng"], device)
-            self._print(f"resumed from {resume_path} at step {self.step}")
-        else:
-            s = cfg.seed * world + rank
-            random.seed(s)
-            np.random.seed(s)
-            torch.manual_seed(s)
+    def _restore(self, ckpt, resume_path) -> None:
+        """Optimisers, step, this rank's buffers and RNG state from a training checkpoint."""
+        self.opt_G.load_state_dict(ckpt["opt_G"])
+        self.opt_D.load_state_dict(ckpt["opt_D"])
+        self.step = int(ckpt["step"])
+        ranks = ckpt["ranks"]
+        mine = ranks[self.rank] if len(ranks) == self.world else ranks[0]
+        if len(ranks) != self.world:
+            self._print(f"resume: checkpoint has {len(ranks)} ranks, running {self.world}; every rank takes rank 0's "
+                        f"buffers and RNG state (the continuation is not bit-exact)")
+        _load_buffers(self.G, mine["G_buffers"])
+        _load_buffers(self.G_ema, mine["G_ema_buffers"])
+        _set_rng_state(mine["rng"], self.device)
+        self._print(f"resumed from {resume_path} at step {self.step}")
 
-        # Data: every item is a function of (seed, epoch, index); the sampler restarts at self.step.
+    def _build_data(self) -> None:
+        """Training loader (every item is a function of (seed, epoch, index); the sampler restarts
+        at self.step) and the optional held-out set."""
+        cfg = self.cfg
         self.dataset = ImageFolderMaskDataset(cfg.data, cfg.resolution, cfg.hole_range, cfg.mask_variant,
                                               mirror=cfg.mirror, seed=cfg.seed, max_images=cfg.max_images)
-        sampler = StepSampler(len(self.dataset), cfg.batch, rank, world, seed=cfg.seed, start_step=self.step)
+        sampler = StepSampler(len(self.dataset), cfg.batch, self.rank, self.world, seed=cfg.seed,
+                              start_step=self.step)
         self.loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=self.per_rank, sampler=sampler, num_workers=cfg.workers,
-            pin_memory=device.type == "cuda", drop_last=True, persistent_workers=cfg.workers > 0,
+            pin_memory=self.device.type == "cuda", drop_last=True, persistent_workers=cfg.workers > 0,
             # A private generator: creating the iterator must not draw from the global torch RNG,
             # or a resumed run would shift every later draw.
             generator=torch.Generator().manual_seed(cfg.seed))
@@ -262,14 +300,15 @@ class _Trainer:
             self.val = ImageFolderMaskDataset(cfg.val_data, cfg.resolution, cfg.hole_range, cfg.mask_variant,
                                               mirror=False, seed=cfg.seed + 1, crop="center", mask_folder=cfg.val_masks)
 
+    def _open_logs(self) -> None:
         self.running: Dict[str, torch.Tensor] = {}
         self.counts: Dict[str, int] = {}
-        self.jsonl = open(os.path.join(cfg.out_dir, "stats.jsonl"), "a") if self.is_main else None
+        self.jsonl = open(os.path.join(self.cfg.out_dir, "stats.jsonl"), "a") if self.is_main else None
         self.tb = None
-        if self.is_main and cfg.tensorboard:
+        if self.is_main and self.cfg.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-                self.tb = SummaryWriter(cfg.out_dir)
+                self.tb = SummaryWriter(self.cfg.out_dir)
             except ImportError as exc:  # tensorboard is optional
                 self._print(f"TensorBoard logging off ({exc})")
 
@@ -335,12 +374,20 @@ class _Trainer:
                 continue
             opt.zero_grad(set_to_none=True)
             module.requires_grad_(True)
-            stats = self.loss.accumulate_gradients(name, real, mask, c, z, c, gain=interval)
+            scaler = self.scalers[id(opt)] if self.scalers else None
+            stats = self.loss.accumulate_gradients(name, real, mask, c, z, c, gain=interval,
+                                                   grad_scale=None if scaler is None else scaler.scale)
             module.requires_grad_(False)
+            if scaler is not None:
+                scaler.unscale_(opt)  # records overflow, so that scaler.step skips this update
             for p in module.parameters():
                 if p.grad is not None:
                     torch.nan_to_num(p.grad, nan=0.0, posinf=1e5, neginf=-1e5, out=p.grad)
-            opt.step()
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
             self._accumulate(stats)
         self._update_ema()
         self.step += 1
@@ -411,7 +458,7 @@ class _Trainer:
                      "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
                      "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(), "ranks": ranks}
             path = os.path.join(self.cfg.out_dir, f"checkpoint-{self.step:08d}.pt")
-            save_checkpoint(path, state)
+            save_training_state(path, state)
             old = sorted(f for f in os.listdir(self.cfg.out_dir) if CKPT_RE.match(f))
             for f in old[:-self.cfg.keep_ckpts]:
                 os.remove(os.path.join(self.cfg.out_dir, f))

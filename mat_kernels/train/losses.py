@@ -284,16 +284,20 @@ class TwoStageLoss:
         pcp: PerceptualLoss or None (then pcp_ratio must be 0).
         style_mixing_prob, r1_gamma, truncation_psi, pcp_ratio: as in the official loss.
         autocast: a context-manager factory for the forward passes (e.g. bf16 autocast).
+        D_reg: the discriminator for the R1 phase (default D): R1 differentiates D's gradient,
+            which a ``torch.compile``d D cannot, so a compiled D comes with its eager module here.
 
-    ``accumulate_gradients(phase, real_img, mask, real_c, gen_z, gen_c, gain, sync=True)`` runs the
-    phase's forward/backward (gradients accumulate into the parameters that require grad) and
-    returns a dict of detached per-sample statistics (no host sync).
+    ``accumulate_gradients(phase, real_img, mask, real_c, gen_z, gen_c, gain, sync=True,
+    grad_scale=None)`` runs the phase's forward/backward (gradients accumulate into the parameters
+    that require grad; ``grad_scale``, e.g. a GradScaler's ``scale``, is applied to each loss
+    before its backward) and returns a dict of detached per-sample statistics (no host sync).
     """
 
     PHASES = ("Gmain", "Greg", "Dmain", "Dreg")
 
     def __init__(self, G_mapping, G_synthesis, D, pcp: Optional[PerceptualLoss] = None, style_mixing_prob: float = 0.9,
-                 r1_gamma: float = 10.0, truncation_psi: float = 1.0, pcp_ratio: float = 1.0, autocast=None):
+                 r1_gamma: float = 10.0, truncation_psi: float = 1.0, pcp_ratio: float = 1.0, autocast=None,
+                 D_reg=None):
         if pcp is None and pcp_ratio != 0:
             raise ValueError("pcp: a PerceptualLoss is required when pcp_ratio != 0")
         self.G_mapping, self.G_synthesis, self.D = G_mapping, G_synthesis, D
@@ -303,6 +307,7 @@ class TwoStageLoss:
         self.truncation_psi = truncation_psi
         self.pcp_ratio = pcp_ratio
         self.autocast = autocast or contextlib.nullcontext
+        self.D_reg = D if D_reg is None else D_reg
 
     @staticmethod
     def _sync(module, sync: bool):
@@ -323,9 +328,11 @@ class TwoStageLoss:
         with self._sync(self.D, sync):
             return self.D(img, mask, img_stg1, c)
 
-    def accumulate_gradients(self, phase, real_img, mask, real_c, gen_z, gen_c, gain: float = 1.0, sync: bool = True):
+    def accumulate_gradients(self, phase, real_img, mask, real_c, gen_z, gen_c, gain: float = 1.0, sync: bool = True,
+                             grad_scale=None):
         if phase not in self.PHASES:
             raise ValueError(f"phase: expected one of {self.PHASES}, got {phase!r}")
+        scaled = grad_scale or (lambda loss: loss)
         stats = {}
         if phase == "Gmain":
             with self.autocast():
@@ -338,7 +345,7 @@ class TwoStageLoss:
                     pcp = self.pcp(fake, real_img).float()
                     total = total + pcp * self.pcp_ratio
                     stats["G/pcp"] = pcp.detach()
-            total.mean().mul(gain).backward()
+            scaled(total.mean().mul(gain)).backward()
             stats.update({"G/loss": loss_adv.detach(), "G/loss_s1": loss_adv_stg1.detach(),
                           "G/l1": (fake.detach().float() - real_img).abs().mean(),
                           "scores/fake": logits.detach().float(), "scores/fake_s1": logits_stg1.detach().float()})
@@ -352,13 +359,13 @@ class TwoStageLoss:
                 loss_gen = discriminator_logistic_loss(None, logits.float()) + \
                     discriminator_logistic_loss(None, logits_stg1.float())
             with self._sync(self.D, False):
-                loss_gen.mean().mul(gain).backward()
+                scaled(loss_gen.mean().mul(gain)).backward()
             with self.autocast():
                 real_logits, real_logits_stg1 = self.run_D(real_img.detach(), mask.detach(), real_img.detach(),
                                                            real_c, sync=sync)
                 loss_real = discriminator_logistic_loss(real_logits.float(), None) + \
                     discriminator_logistic_loss(real_logits_stg1.float(), None)
-            loss_real.mean().mul(gain).backward()
+            scaled(loss_real.mean().mul(gain)).backward()
             stats.update({"D/loss": (F.softplus(logits.detach().float()) + F.softplus(-real_logits.detach().float())),
                           "D/loss_s1": (F.softplus(logits_stg1.detach().float())
                                         + F.softplus(-real_logits_stg1.detach().float())),
@@ -370,11 +377,12 @@ class TwoStageLoss:
             real = real_img.detach().requires_grad_(True)
             real_stg1 = real_img.detach().requires_grad_(True)  # the stage-1 branch's own copy
             with self.autocast():
-                real_logits, real_logits_stg1 = self.run_D(real, mask.detach(), real_stg1, real_c, sync=sync)
+                with self._sync(self.D_reg, sync):
+                    real_logits, real_logits_stg1 = self.D_reg(real, mask.detach(), real_stg1, real_c)
             r1 = r1_penalty(real_logits, real)
             r1_stg1 = r1_penalty(real_logits_stg1, real_stg1)
             reg = (r1 + r1_stg1) * (self.r1_gamma / 2)
             # The zero term keeps every D output in the graph (all parameters get a gradient).
-            ((real_logits.float() + real_logits_stg1.float()).flatten() * 0 + reg).mean().mul(gain).backward()
+            scaled(((real_logits.float() + real_logits_stg1.float()).flatten() * 0 + reg).mean().mul(gain)).backward()
             stats.update({"D/r1": r1.detach(), "D/r1_s1": r1_stg1.detach()})
         return stats

@@ -21,6 +21,8 @@ class TinyG(nn.Module):
         return self
 
     def forward(self, images, masks, z, c, noise_mode="random", return_stg1=False):
+        dt = self.conv.weight.dtype  # inputs follow the weights, as in the real Generator
+        images, masks, z = images.to(dt), masks.to(dt), z.to(dt)
         img = self.conv(torch.cat([images * masks, masks], 1)) + z.mean()
         return (img, img * 0.5) if return_stg1 else img
 
@@ -85,3 +87,20 @@ def test_generator_forward_uses_the_requested_backend(monkeypatch):
 def test_real_generator_forward_at_256():
     rows = M.run_model(256, [1], CPU, 0, 1, paths=["reference"], whats=["generator_forward"])
     assert rows[0]["status"] == "ok", rows[0]["reason"]
+
+
+def test_precision_rows_report_their_error_against_fp32(monkeypatch):
+    monkeypatch.setattr(M, "load_networks", lambda: (TinyG, TinyD))
+    rows = {}
+    for dtype in M.PRECISIONS:
+        for r in M.run_model(16, [1], CPU, 0, 1, paths=["reference"], dtype=dtype):
+            rows[(r["what"], dtype)] = r
+    assert rows[("generator_forward", "fp32")]["rel_err_vs_fp32"] == 0.0
+    for dtype in ("bf16", "bf16-weights"):
+        err = rows[("generator_forward", dtype)]["rel_err_vs_fp32"]
+        assert 0 < err < 2e-2, (dtype, err)  # bf16 rounding of a 3x3 conv: ~2^-8
+    assert rows[("train_step", "bf16")]["status"] == "ok"
+    assert rows[("train_step", "bf16-weights")]["status"] == "skipped"
+    assert all(r["rel_err_vs_fp32"] is None for k, r in rows.items() if k[0] == "train_step")
+    with pytest.raises(ValueError, match="dtype"):
+        M.build_call(TinyG, TinyD, "generator_forward", "auto", 1, 16, CPU, "fp8")

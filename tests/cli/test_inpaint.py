@@ -338,3 +338,39 @@ def test_real_generator_other_sizes(tmp_path, fit):
     known = mask == 255
     assert np.array_equal(res[known], image[known])
     assert np.any(res[~known] != image[~known])
+
+
+def test_cli_dtype_and_compile_reach_the_generator(fake_loader, tmp_path, monkeypatch, capsys):
+    G, _, ck = fake_loader
+    compiled = []
+    monkeypatch.setattr(inpaint.torch, "compile", lambda m: compiled.append(m) or m)
+    _write(tmp_path / "img" / "a.png", _rand_image(16, 16))
+    _write(tmp_path / "msk" / "a.png", (_block_mask(16, 16) * 255).astype(np.uint8), "L")
+    args = ["--checkpoint", str(ck), "--image", str(tmp_path / "img"), "--mask", str(tmp_path / "msk"),
+            "--device", "cpu"]
+    G.register_buffer("probe", torch.zeros(1))
+    assert inpaint.main(args + ["--out", str(tmp_path / "o1"), "--dtype", "bf16", "--compile"]) == 0
+    assert compiled == [G] and G.probe.dtype == torch.bfloat16
+    assert _error(capsys, args + ["--out", str(tmp_path / "o2"), "--dtype", "fp64"])
+
+
+def test_real_generator_bf16_weights_close_to_fp32(tmp_path):
+    from mat_kernels.models import Generator
+    from mat_kernels.testing import assert_relative_l2
+    torch.manual_seed(11)
+    G = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3).eval()
+    cfg = ckpt.save_checkpoint(tmp_path / "mat256", G)
+    image = _rand_image(256, 256, seed=5)
+    _write(tmp_path / "in" / "a.png", image)
+    mask = np.ones((256, 256), np.uint8) * 255
+    mask[40:220, 50:180] = 0
+    _write(tmp_path / "m" / "a.png", mask, "L")
+    outs = {}
+    for dtype in ("fp32", "bf16"):
+        assert inpaint.main(["--checkpoint", str(cfg), "--image", str(tmp_path / "in"), "--mask", str(tmp_path / "m"),
+                             "--out", str(tmp_path / dtype), "--device", "cpu", "--dtype", dtype]) == 0
+        outs[dtype] = torch.from_numpy(np.array(Image.open(tmp_path / dtype / "a.png"))).double()
+    # the whole image, as the bound is defined (known pixels are equal in both)
+    assert_relative_l2(outs["bf16"] / 127.5 - 1, outs["fp32"] / 127.5 - 1, "G_weights", "fwd", torch.bfloat16)
+    known = torch.from_numpy(mask == 255)
+    assert torch.equal(outs["bf16"][known], outs["fp32"][known])
