@@ -69,9 +69,10 @@ class FullyConnectedLayer(nn.Module):
         w, b = self.effective_weight_bias()
         x = x.matmul(w.t())
         if self.activation == "linear" and b is not None:
-            # b in x's dtype: under autocast the matmul is fp16/bf16 and an fp32 bias would
-            # promote the result back to fp32 (q, k and v of one attention would then differ).
-            return x + b.to(x.dtype).reshape([-1 if i == x.ndim - 1 else 1 for i in range(x.ndim)])
+            # As the official layer: under autocast the matmul is fp16/bf16 and the fp32 bias
+            # promotes the sum to fp32, so the layer's output dtype is the official one.
+            # (Attention's q, k and v then differ in dtype; ops.window_attention casts them.)
+            return x + b.reshape([-1 if i == x.ndim - 1 else 1 for i in range(x.ndim)])
         return apply_bias_act(x, b, act=self.activation, dim=x.ndim - 1, backend=self.backend)
 
     def extra_repr(self) -> str:

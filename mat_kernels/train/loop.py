@@ -399,22 +399,28 @@ class _Trainer:
             items = [self.val[i] for i in range(start, min(n, start + self.per_rank))]
             yield torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
 
-    @torch.no_grad()
-    def evaluate(self) -> Dict[str, float]:
-        """PSNR/SSIM/L1 of G_ema on the held-out set, on 8-bit outputs like the official metrics."""
+    def _ema_outputs(self, n_images: int, seed_offset: int, noise_mode: str):
+        """(real_u8, real in [-1, 1], mask, G_ema output) per held-out batch, under a fixed seed that
+        leaves the training RNG streams untouched."""
         dev = self.device
-        psnr, ssim, l1 = [], [], []
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            torch.manual_seed(self.cfg.seed + 1)
-            for real_u8, mask in self._val_batches(self.cfg.eval_images):
+            torch.manual_seed(self.cfg.seed + seed_offset)
+            for real_u8, mask in self._val_batches(n_images):
                 real = real_u8.to(dev).float() / 127.5 - 1
                 mask = mask.to(dev)
                 z = torch.randn([real.shape[0], self.cfg.z_dim], device=dev)
                 c = torch.zeros([real.shape[0], 0], device=dev)
-                out = M.to_uint8(self.G_ema(real, mask, z, c, truncation_psi=1, noise_mode="random")).cpu()
-                psnr.append(M.psnr(out, real_u8, data_range=255))
-                ssim.append(M.ssim(out, real_u8, data_range=255))
-                l1.append(M.l1(out.double() / 255, real_u8.double() / 255))
+                yield real_u8, real, mask, self.G_ema(real, mask, z, c, truncation_psi=1, noise_mode=noise_mode)
+
+    @torch.no_grad()
+    def evaluate(self) -> Dict[str, float]:
+        """PSNR/SSIM/L1 of G_ema on the held-out set, on 8-bit outputs like the official metrics."""
+        psnr, ssim, l1 = [], [], []
+        for real_u8, _, _, out in self._ema_outputs(self.cfg.eval_images, 1, "random"):
+            out = M.to_uint8(out).cpu()
+            psnr.append(M.psnr(out, real_u8, data_range=255))
+            ssim.append(M.ssim(out, real_u8, data_range=255))
+            l1.append(M.l1(out.double() / 255, real_u8.double() / 255))
         return {"val/psnr": torch.cat(psnr).mean().item(), "val/ssim": torch.cat(ssim).mean().item(),
                 "val/l1": torch.cat(l1).mean().item()}
 
@@ -422,18 +428,10 @@ class _Trainer:
     def save_samples(self) -> str:
         """PNG grid: one row per held-out image: masked input | G_ema output | real."""
         from PIL import Image
-        dev = self.device
         rows = []
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            torch.manual_seed(self.cfg.seed + 2)
-            for real_u8, mask in self._val_batches(self.cfg.sample_images):
-                real = real_u8.to(dev).float() / 127.5 - 1
-                mask = mask.to(dev)
-                z = torch.randn([real.shape[0], self.cfg.z_dim], device=dev)
-                c = torch.zeros([real.shape[0], 0], device=dev)
-                out = self.G_ema(real, mask, z, c, noise_mode="const")
-                masked = real * mask + (1 - mask)  # holes shown white
-                rows.append(torch.cat([M.to_uint8(masked), M.to_uint8(out), real_u8.to(dev)], dim=3).cpu())
+        for real_u8, real, mask, out in self._ema_outputs(self.cfg.sample_images, 2, "const"):
+            masked = real * mask + (1 - mask)  # holes shown white
+            rows.append(torch.cat([M.to_uint8(masked), M.to_uint8(out), real_u8.to(out.device)], dim=3).cpu())
         grid = torch.cat(rows).permute(0, 2, 3, 1).reshape(-1, rows[0].shape[3], 3).numpy()
         os.makedirs(os.path.join(self.cfg.out_dir, "samples"), exist_ok=True)
         path = os.path.join(self.cfg.out_dir, "samples", f"step-{self.step:08d}.png")
