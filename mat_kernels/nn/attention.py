@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from .. import ops
 from ..reference.attention import windowed_attention
 from ..reference.windows import shift_attention_bias
-from .fused_qkv import project_qkv_fused
+from .fused_qkv import normalize_tokens, project_qkv_fused
 from .layers import FullyConnectedLayer
 
 
@@ -47,7 +47,7 @@ class WindowAttention(nn.Module):
 
     def project_qkv(self, x: torch.Tensor):
         """q, k from the L2-normalised tokens, v from the raw ones (any leading shape)."""
-        norm_x = F.normalize(x, p=2.0, dim=-1)
+        norm_x = normalize_tokens(x)
         return self.q(norm_x), self.k(norm_x), self.v(x)
 
     def forward(self, x, mask_windows=None, mask=None):

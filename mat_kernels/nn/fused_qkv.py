@@ -15,6 +15,24 @@ import torch
 import torch.nn.functional as F
 
 
+def normalize_tokens(x: torch.Tensor) -> torch.Tensor:
+    """L2-normalised tokens, computed in (at least) fp32 and returned in x's dtype.
+
+    Tokens of all-hole windows are exactly zero (a partial conv zeroes holes, zero-initialised
+    biases keep them zero). F.normalize's eps (1e-12) is 0 in fp16, so an fp16 normalisation gives
+    0/0 = NaN there; computed in fp32 the forward is fine but the gradient at a zero token is
+    1/eps times the incoming one, which overflows when it is cast back to fp16. fp16 tokens
+    therefore use eps = 2^-14 (fp16's smallest normal: no fp16 token below it has a meaningful
+    direction). fp32 and fp64 inputs are normalised as they are (bit-identical to F.normalize);
+    bf16 has fp32's range and keeps eps.
+    """
+    if x.dtype == torch.float16:
+        return F.normalize(x.float(), p=2.0, dim=-1, eps=2.0 ** -14).to(x.dtype)
+    if x.dtype == torch.bfloat16:
+        return F.normalize(x.float(), p=2.0, dim=-1).to(x.dtype)
+    return F.normalize(x, p=2.0, dim=-1)
+
+
 def project_qkv_fused(attn, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """q, k, v of ``attn`` (a :class:`mat_kernels.nn.WindowAttention`) for tokens x (..., C).
 
@@ -25,7 +43,7 @@ def project_qkv_fused(attn, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor
     C = x.shape[-1]
     wq, bq = attn.q.effective_weight_bias()
     wk, bk = attn.k.effective_weight_bias()
-    xn = F.normalize(x, p=2.0, dim=-1)
+    xn = normalize_tokens(x)
     w = torch.cat([wq, wk], dim=0)  # (2C, C)
     flat = xn.reshape(-1, C)
     if bq is not None and bk is not None:
