@@ -136,3 +136,12 @@ def choose(op: str, backend: str, facts: Facts) -> Callable:
 
 def describe(facts: Facts) -> str:
     return ", ".join(f"{k}={v}" for k, v in facts.items())
+
+
+# Import the backends ``auto`` can pick now rather than inside the first call: an import inside a
+# torch.compile'd region is a graph break. Triton and the extension are only worth importing
+# where CUDA is; elsewhere they are imported the first time they are asked about.
+_load("reference")
+if torch.cuda.is_available():
+    for _name in ("triton", "cuda"):
+        _load(_name)

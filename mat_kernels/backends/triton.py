@@ -8,6 +8,13 @@ import torch
 
 from . import FUSED_ATTENTION_LIMITS, Facts
 
+try:  # imports triton and registers the ops; a module-level import keeps torch.compile'd calls import-free
+    from ..triton._common import interpreting
+    IMPORT_ERROR = None
+except ImportError as exc:
+    library = interpreting = None
+    IMPORT_ERROR = f"triton is not installed or failed to import ({exc})"
+
 __all__ = ["not_supported_reasons", "window_attention", "window_mask_update", "partial_conv_mask_update",
            "bias_act"]
 
@@ -16,14 +23,11 @@ BIAS_ACT_ACTS = ("linear", "relu", "lrelu")  # activations with a piecewise-cons
 
 
 def not_supported_reasons(op: str, facts: Facts) -> List[str]:
-    try:
-        from ..triton import library  # noqa: F401  (imports triton and registers the ops)
-        from ..triton._common import interpreting
-    except ImportError as exc:
-        return [f"triton is not installed or failed to import ({exc})"]
+    if IMPORT_ERROR is not None:
+        return [IMPORT_ERROR]
     reasons = []
     device = facts["device"]
-    if device.type != "cuda" and not (interpreting() and device.type == "cpu"):
+    if device.type != "cuda" and not (_common.interpreting() and device.type == "cpu"):
         reasons.append(f"needs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1), got {device}")
     if op == "window_attention":
         reasons += FUSED_ATTENTION_LIMITS.reasons(facts)
@@ -40,22 +44,18 @@ def not_supported_reasons(op: str, facts: Facts) -> List[str]:
 def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
                      window_size: int, shift_size: int, num_heads: int, scale: float
                      ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    from ..triton import library
     out, _lse, new_mask = library.window_attention_fwd(q, k, v, mask, window_size, shift_size, num_heads, scale)
     return out, (new_mask if mask is not None else None)
 
 
 def window_mask_update(mask: torch.Tensor, window_size: int, shift_size: int) -> torch.Tensor:
-    from ..triton import library
     return library.window_mask_update(mask, window_size, shift_size)
 
 
 def partial_conv_mask_update(mask: torch.Tensor, kernel_size: int, stride: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    from ..triton import library
     return library.partial_conv_mask_update(mask, kernel_size, stride)
 
 
 def bias_act(x: torch.Tensor, b: Optional[torch.Tensor], dim: int, act: str, alpha: float, gain: float,
              clamp: float) -> torch.Tensor:
-    from ..triton import library
     return library.bias_act(x, b, dim, act, alpha, gain, clamp)
