@@ -8,11 +8,13 @@ import torch
 
 from . import FUSED_ATTENTION_LIMITS, Facts
 
-try:  # imports triton and registers the ops; a module-level import keeps torch.compile'd calls import-free
-    from ..triton._common import interpreting
+# Imports triton and registers the ops. At module level, so that calls traced by torch.compile
+# import nothing (an import there is a graph break).
+try:
+    from ..triton import _common, library
     IMPORT_ERROR = None
 except ImportError as exc:
-    library = interpreting = None
+    _common = library = None
     IMPORT_ERROR = f"triton is not installed or failed to import ({exc})"
 
 __all__ = ["not_supported_reasons", "window_attention", "window_mask_update", "partial_conv_mask_update",
