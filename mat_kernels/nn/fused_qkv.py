@@ -46,8 +46,12 @@ def project_qkv_fused(attn, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor
     xn = normalize_tokens(x)
     w = torch.cat([wq, wk], dim=0)  # (2C, C)
     flat = xn.reshape(-1, C)
-    if bq is not None and bk is not None:
+    if bq is not None and bk is not None and not torch.is_autocast_enabled(x.device.type):
         qk = torch.addmm(torch.cat([bq, bk]), flat, w.t())
+    elif bq is not None and bk is not None:
+        # Under autocast as the official layers: a half GEMM, then the fp32 bias added in fp32
+        # (addmm would round the bias and the sum to the autocast dtype).
+        qk = flat.matmul(w.t()) + torch.cat([bq, bk])
     else:  # the official layers always have biases; kept for completeness
         qk = flat.matmul(w.t())
         if bq is not None:

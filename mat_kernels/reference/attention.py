@@ -58,6 +58,10 @@ def windowed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_he
     # smallest repro is softmax((q @ k) * s) @ v with k = t.reshape(B, N, h, d).permute(0, 2, 3, 1)
     # under torch.no_grad() in torch.compile. This form compiles.
     attn = (q @ k.transpose(-2, -1)) * scale
+    if attn.dtype in (torch.float16, torch.bfloat16):
+        # Biases and softmax in fp32, as the fused kernels do and as the official code does under
+        # autocast (its fp32 bias buffers promote the scores). fp32/fp64 inputs are untouched.
+        attn = attn.float()
     if shift_bias is not None:
         nW = shift_bias.shape[0]
         attn = attn.view(B_ // nW, nW, num_heads, N, N) + shift_bias.to(attn.dtype).unsqueeze(1).unsqueeze(0)
@@ -67,7 +71,7 @@ def windowed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_he
         attn = attn + key_validity_bias(mask_windows.to(attn.dtype))
         with torch.no_grad():
             new_mask = windowed_mask_update(mask_windows)
-    attn = torch.softmax(attn, dim=-1)
+    attn = torch.softmax(attn, dim=-1).to(v.dtype)
     out = (attn @ v).transpose(1, 2).reshape(B_, N, C)
     return out, new_mask
 
