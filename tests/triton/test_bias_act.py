@@ -165,8 +165,11 @@ def test_limits_and_bad_inputs():
     assert backends.not_supported_reasons("triton", "bias_act", dict(facts, bias_dtype=torch.float64))
     with pytest.raises(RuntimeError, match="act must be one of"):
         bias_act_triton(x, act="swish")
-    with pytest.raises(RuntimeError, match="b must have x's dtype"):
-        bias_act_triton(x, torch.ones(3, dtype=torch.float64, device=DEVICE), dim=1)
+    # x and b of different dtypes are promoted to one (what x + b does), then run fused
+    b64 = torch.ones(3, dtype=torch.float64, device=DEVICE)
+    y = bias_act_triton(x, b64, dim=1, act="lrelu")
+    assert y.dtype == torch.float64
+    assert torch.equal(y.cpu(), bias_act(x.cpu().double(), b64.cpu(), 1, "lrelu"))
     with pytest.raises(ValueError, match=r"b must have shape \(x.shape\[dim\],\)"):
         bias_act_triton(x, torch.ones(2, device=DEVICE), dim=1)
     with pytest.raises(ValueError, match="dim must be an int"):
