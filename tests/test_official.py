@@ -65,6 +65,18 @@ def _run(net, images, masks):
     return out, mask, images.grad
 
 
+def _assert_same_run(net, ref, images, masks, check_mask=True):
+    """net and ref give the same output, new mask and input gradient (fp32 tolerance); returns
+    ref's output and new mask."""
+    y, m, gx = _run(net, images, masks)
+    y_ref, m_ref, gx_ref = _run(ref, images, masks)
+    assert_close(y, y_ref, "swin_block", "fwd", name="output")
+    if check_mask:
+        assert torch.equal(m, m_ref), "mask"
+    assert_close(gx, gx_ref, "swin_block", "bwd", name="d images")
+    return y_ref, m_ref
+
+
 def _types_by_path(net):
     return {name: type(m) for name, m in net.named_modules()}
 
@@ -104,12 +116,8 @@ def test_convert_replaces_official_modules_and_keeps_the_numbers(mat):
     assert net.tran[0].blocks[1].attn_mask is not None and net.tran[0].blocks[0].attn_mask is None
 
     images, masks = _inputs()
-    y, m, gx = _run(net, images, masks)
-    y_ref, m_ref, gx_ref = _run(ref, images, masks)
+    _, m_ref = _assert_same_run(net, ref, images, masks)
     assert 0 < m_ref.mean() < 1 or 0 < masks.mean() < 1
-    assert_close(y, y_ref, "swin_block", "fwd", name="output")
-    assert torch.equal(m, m_ref), "mask"
-    assert_close(gx, gx_ref, "swin_block", "bwd", name="d images")
     grads_ref = dict(ref.named_parameters())
     for n, p in net.named_parameters():
         assert p.grad is not None, n
@@ -194,10 +202,7 @@ def test_convert_conv2dlayer_when_selected(mat):
     assert report.replaced["Conv2dLayer"] == 4
     assert isinstance(net.tran[1].downsample.conv.conv, Conv2dLayer)
     images, masks = _inputs()
-    y, _, gx = _run(net, images, masks)
-    y_ref, _, gx_ref = _run(ref, images, masks)
-    assert_close(y, y_ref, "swin_block", "fwd")
-    assert_close(gx, gx_ref, "swin_block", "bwd")
+    _assert_same_run(net, ref, images, masks, check_mask=False)
 
 
 def test_converted_block_accepts_every_official_call_form(mat):
@@ -265,11 +270,7 @@ def test_convert_network_loaded_from_official_pickle(mat):
     assert report.replaced["SwinTransformerBlock"] == 4 and not report.skipped
     assert isinstance(loaded.tran[0].blocks[0], SwinTransformerBlock)
     images, masks = _inputs()
-    y, m, gx = _run(loaded, images, masks)
-    y_ref, m_ref, gx_ref = _run(ref, images, masks)
-    assert_close(y, y_ref, "swin_block", "fwd")
-    assert torch.equal(m, m_ref)
-    assert_close(gx, gx_ref, "swin_block", "bwd")
+    _assert_same_run(loaded, ref, images, masks)
 
 
 def test_convert_rejects_bad_arguments(mat):
@@ -306,11 +307,7 @@ def test_patch_then_build_uses_ours_and_undo_restores(mat):
     for k in sd:
         assert torch.equal(sd[k], sd_ref[k]), k
     images, masks = _inputs()
-    y, m, gx = _run(net, images, masks)
-    y_ref, m_ref, gx_ref = _run(ref, images, masks)
-    assert_close(y, y_ref, "swin_block", "fwd")
-    assert torch.equal(m, m_ref)
-    assert_close(gx, gx_ref, "swin_block", "bwd")
+    y_ref, m_ref = _assert_same_run(net, ref, images, masks)
     # snapshots written by the official training loop stay official (loaded after undo below)
     snapshot_pkl = pickle.dumps(copy.deepcopy(net))
     assert b"mat_kernels" not in snapshot_pkl
