@@ -14,15 +14,13 @@ import torch
 from . import _checks, backends
 from .reference.bias_act import ACTIVATIONS, bias_act_defaults
 
-__all__ = ["window_attention", "window_mask_update", "partial_conv_mask_update", "bias_act"]
+__all__ = ["window_attention", "window_mask_update", "partial_conv_mask_update", "bias_act", "autocast_dtype"]
 
 
-def attention_dtype(q: torch.Tensor) -> Optional[torch.dtype]:
-    """The dtype window attention casts q, k, v to: the autocast dtype when autocast is on for
-    q's device (as PyTorch's own attention ops do), else None (no cast; q, k, v must then share a
-    dtype). The one place this is decided: under autocast q, k and v can arrive in different
-    dtypes (a projection with an fp32 bias added after a half matmul stays fp32)."""
-    dev = q.device.type
+def autocast_dtype(device: torch.device) -> Optional[torch.dtype]:
+    """The dtype ``torch.autocast`` runs its half ops in on ``device``, or None when it is off
+    there (or the device has no autocast, e.g. meta tensors)."""
+    dev = device.type
     if dev in ("cpu", "cuda") and torch.is_autocast_enabled(dev):
         return torch.get_autocast_dtype(dev)
     return None
@@ -39,7 +37,10 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Op
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
         _checks.check_tokens(name, t)
-    dtype = attention_dtype(q)
+    # The one place the dtype of q/k/v is decided: under autocast they run in its dtype, as
+    # PyTorch's own attention ops do (they can arrive in different dtypes there: a projection
+    # whose fp32 bias is added after a half GEMM stays fp32); otherwise they must share one.
+    dtype = autocast_dtype(q.device)
     if dtype is not None:
         q, k, v = (t if t.dtype == dtype else t.to(dtype) for t in (q, k, v))
     _, _, _, _, head_dim = _checks.check_window_attention_args(q, k, v, mask, window_size, shift_size,

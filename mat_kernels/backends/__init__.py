@@ -7,9 +7,9 @@ Each backend is one module of this package (``reference.py``, ``triton.py``, ``c
 * one entry point per op it implements, named like the op, taking arguments that
   :mod:`mat_kernels.ops` has already validated and completed (default scale, autocast dtype).
 
-``facts`` (:class:`Facts`) describe a call in the terms the limits are stated in. Backend modules
-are imported lazily, so a missing Triton or compiled extension removes one backend and nothing
-else, and every reason is reported when nothing fits (``MAT_KERNELS_LOG=debug`` logs each choice).
+``facts`` (:class:`Facts`) describe a call in the terms the limits are stated in. A backend that
+fails to import (no Triton, no compiled extension) is one unavailable backend, with the import
+error as its reason, and nothing else; every reason is reported when nothing fits (``MAT_KERNELS_LOG=debug`` logs each choice).
 
 Adding a backend: a module here with the two pieces above, its name in ``BACKENDS``, and (once
 measured on a GPU) a place in ``preferences.PREFERENCES``. Adding an op: its public function in

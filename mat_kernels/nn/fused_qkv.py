@@ -14,6 +14,8 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
+from ..ops import autocast_dtype
+
 
 def normalize_tokens(x: torch.Tensor) -> torch.Tensor:
     """L2-normalised tokens, computed in (at least) fp32 and returned in x's dtype.
@@ -26,10 +28,7 @@ def normalize_tokens(x: torch.Tensor) -> torch.Tensor:
     direction). fp32 and fp64 inputs are normalised as they are (bit-identical to F.normalize);
     bf16 has fp32's range and keeps eps.
     """
-    dev = x.device.type
-    fp16_autocast = dev in ("cpu", "cuda") and torch.is_autocast_enabled(dev) and \
-        torch.get_autocast_dtype(dev) == torch.float16
-    if x.dtype == torch.float16 or fp16_autocast:
+    if x.dtype == torch.float16 or autocast_dtype(x.device) == torch.float16:
         # Under fp16 autocast the normalised fp32 tokens feed an fp16 GEMM, whose backward hands
         # the 1/eps-scaled gradient of a zero token to fp16: the same eps is needed there.
         return F.normalize(x.float(), p=2.0, dim=-1, eps=2.0 ** -14).to(x.dtype)
@@ -51,8 +50,7 @@ def project_qkv_fused(attn, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor
     xn = normalize_tokens(x)
     w = torch.cat([wq, wk], dim=0)  # (2C, C)
     flat = xn.reshape(-1, C)
-    autocast = x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type)
-    if bq is not None and bk is not None and not autocast:
+    if bq is not None and bk is not None and autocast_dtype(x.device) is None:
         qk = torch.addmm(torch.cat([bq, bk]), flat, w.t())
     elif bq is not None and bk is not None:
         # Under autocast as the official layers: a half GEMM, then the fp32 bias added in fp32
