@@ -104,3 +104,11 @@ def test_precision_rows_report_their_error_against_fp32(monkeypatch):
     assert all(r["rel_err_vs_fp32"] is None for k, r in rows.items() if k[0] == "train_step")
     with pytest.raises(ValueError, match="dtype"):
         M.build_call(TinyG, TinyD, "generator_forward", "auto", 1, 16, CPU, "fp8")
+
+
+def test_bad_model_dtype_names_the_argument(capsys):
+    from mat_kernels.bench.__main__ import parser
+    with pytest.raises(SystemExit):
+        parser().parse_args(["--model", "--model-dtypes", "fp32,fp8"])
+    err = capsys.readouterr().err
+    assert "--model-dtypes" in err and "fp8" in err
