@@ -7,7 +7,10 @@ throughput; results go to ``benchmarks/results/<device>-<date>.{json,md,png}``.
 On a CPU-only machine: a reduced reference suite (one shape per layer geometry, batch 1, fp32)
 of about a minute, which says that the fused kernels need a GPU and writes files only when
 ``--json``/``--plot`` are given. The model part runs on CPU only when ``--model`` asks for it,
-at 256x256, batch 1.
+at 256x256, batch 1, after timing one generator forward and printing how long it will take.
+
+Every time is the median of the repeats with its [min-max]; rows whose repeats spread wide are
+marked noisy (max/min > 2 or IQR/median > 0.2): rerun those on an idle machine.
 """
 from __future__ import annotations
 
