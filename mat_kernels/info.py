@@ -281,7 +281,8 @@ def format_report(rep: dict) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mat_kernels.info", description=__doc__,
+    from .cli.usage import plain, prog
+    p = argparse.ArgumentParser(prog=prog("mat-info", "mat_kernels.info"), description=plain(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", metavar="PATH", default=None, help="also write the report as JSON to PATH")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")

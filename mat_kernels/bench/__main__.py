@@ -7,7 +7,10 @@ throughput; results go to ``benchmarks/results/<device>-<date>.{json,md,png}``.
 On a CPU-only machine: a reduced reference suite (one shape per layer geometry, batch 1, fp32)
 of about a minute, which says that the fused kernels need a GPU and writes files only when
 ``--json``/``--plot`` are given. The model part runs on CPU only when ``--model`` asks for it,
-at 256x256, batch 1.
+at 256x256, batch 1, after timing one generator forward and printing how long it will take.
+
+Every time is the median of the repeats with its [min-max]; rows whose repeats spread wide are
+marked noisy (max/min > 2 or IQR/median > 0.2): rerun those on an idle machine.
 """
 from __future__ import annotations
 
@@ -20,10 +23,11 @@ from typing import List, Optional
 
 import torch
 
+from ..cli.usage import plain, prog
 from . import cases as C
 from . import env, model, report
 from .peers import PEER_NAMES, select
-from .suite import run_case
+from .suite import reason_of, run_case
 
 DEFAULT_OUT_DIR = os.path.join("benchmarks", "results")
 
@@ -43,7 +47,7 @@ def _csv(kind, choices=None):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mat_kernels.bench", description=__doc__,
+    p = argparse.ArgumentParser(prog=prog("mat-bench", "mat_kernels.bench"), description=plain(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ops", action="store_true", help="run the op-level attention cases "
                    "(default: both parts on GPU, ops only on CPU)")
@@ -133,6 +137,9 @@ def _settings(args) -> dict:
              repeats=args.repeats if args.repeats is not None else (20 if gpu else 3),
              warmup=args.warmup if args.warmup is not None else (5 if gpu else 1),
              op_res=args.resolution or 512, model_res=args.resolution or (512 if gpu else 256))
+    # The model part takes fewer calls: its steps are long.
+    o["model_warmup"] = max(1, o["warmup"] // 2) if gpu else 0
+    o["model_repeats"] = max(1, o["repeats"] // 4) if gpu else 1
     if o["repeats"] < 1 or o["warmup"] < 0:
         parser().error("--repeats must be >= 1 and --warmup >= 0")
     o["model_batches"] = o["batches"]
@@ -179,10 +186,29 @@ def _notes(o, environment) -> List[str]:
     return notes
 
 
+def _model_estimate(o, model_skip) -> Optional[str]:
+    """On CPU, before the model part: how long it will take, from one timed generator forward."""
+    if not o["run_model"] or o["gpu"]:
+        return None
+    res, probe_batch = o["model_res"], min(o["model_batches"])
+    print(f"timing one {res}x{res} generator forward to estimate the model part...", file=sys.stderr)
+    try:
+        fwd = model.time_forward(res, probe_batch, o["device"])
+    except Exception as exc:  # the model part itself reports why it cannot run
+        return f"no time estimate for the model part ({reason_of(exc)})"
+    secs = model.estimate_seconds(fwd, probe_batch, o["model_batches"], o["model_paths"], o["model_dtypes"],
+                                  o["model_warmup"], o["model_repeats"], skip=model_skip)
+    extra = " plus minutes of compilation per compiled row" if "compile" in set(o["model_paths"]) - set(model_skip) \
+        else ""
+    took = f"{secs:.0f} s" if secs < 90 else f"{secs / 60:.0f} min"
+    return (f"the model part on CPU will take about {took}{extra} (one {res}x{res} batch-{probe_batch} "
+            f"generator forward took {fwd:.1f} s here; a training step costs about {model.TRAIN_STEP_FORWARDS} "
+            "forwards). Ctrl-C stops it and keeps what was measured.")
+
+
 def _run_all(o, skip, model_skip, environment, notes, progress):
     """(attention rows, model rows); an interrupt keeps what was measured and says so in notes."""
     attention_rows, model_rows = [], []
-    gpu = o["gpu"]
     try:
         for case in o["cases"]:
             progress.describe(case.id)
@@ -193,8 +219,7 @@ def _run_all(o, skip, model_skip, environment, notes, progress):
             progress.describe(f"model {o['model_res']}")
             for dt in o["model_dtypes"]:
                 model_rows += model.run_model(o["model_res"], o["model_batches"], o["device"],
-                                              max(1, o["warmup"] // 2) if gpu else 0,
-                                              max(1, o["repeats"] // 4) if gpu else 1, paths=o["model_paths"],
+                                              o["model_warmup"], o["model_repeats"], paths=o["model_paths"],
                                               dtype=dt, skip=model_skip,
                                               on_row_done=lambda r: progress.step(f"{r['what']} {r['path']}"))
     except KeyboardInterrupt:
@@ -239,6 +264,9 @@ def main(argv: Optional[List[str]] = None) -> int:
           f"triton {environment['triton_version']}", file=sys.stderr)
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
+    estimate = _model_estimate(o, model_skip)
+    if estimate:
+        print(f"note: {estimate}", file=sys.stderr)
     n_model = (len(model.WHATS) * len(o["model_batches"]) * len(o["model_paths"]) * len(o["model_dtypes"])
                if o["run_model"] else 0)
     progress = _Progress(len(o["cases"]) * len(o["peers"]) + n_model, not args.no_progress)

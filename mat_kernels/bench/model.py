@@ -14,18 +14,22 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import time
 from typing import Callable, Iterable, List, Optional
 
 import torch
 import torch.nn.functional as F
 
 from . import timing
-from .suite import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED, reason_of
+from .suite import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED, TIMING_KEYS, reason_of
 
 Z_DIM = W_DIM = 512
 MODEL_PATHS = ("reference", "auto", "compile")
 WHATS = ("generator_forward", "train_step")
 PRECISIONS = ("fp32", "bf16", "bf16-weights")
+# A G+D training step costs about this many generator forwards (measured on a 2-core CPU at
+# 256x256, batch 1: 88 s per step, 8.7 s per forward). Used only for the CPU time estimate.
+TRAIN_STEP_FORWARDS = 10
 
 
 class ModelUnavailable(RuntimeError):
@@ -95,8 +99,7 @@ def _train_step(G, D, opt_g, opt_d, img, mask, z, c):
 
 def _row(what, path, batch, resolution, dtype):
     return {"what": what, "path": path, "batch": batch, "resolution": resolution, "dtype": dtype,
-            "status": None, "reason": None, "median_ms": None, "min_ms": None, "times_ms": None,
-            "images_per_s": None, "peak_mem_bytes": None, "speedup_vs_reference": None, "rel_err_vs_fp32": None}
+            "status": None, "reason": None, **dict.fromkeys(TIMING_KEYS), "images_per_s": None, "peak_mem_bytes": None, "speedup_vs_reference": None, "rel_err_vs_fp32": None}
 
 
 def build_call(Generator, Discriminator, what: str, path: str, batch: int, resolution: int,
@@ -174,8 +177,7 @@ def _measure_row(r, Generator, Discriminator, what, path, batch, resolution, dev
         else:
             call()  # compile / warm the allocator before the counted warm-up
         t = timing.measure(call, device, warmup, repeats, flush_l2=False)
-        r.update(median_ms=t["median_ms"], min_ms=t["min_ms"], times_ms=t["times_ms"],
-                 images_per_s=batch / (t["median_ms"] / 1e3))
+        r.update({key: t[key] for key in TIMING_KEYS}, images_per_s=batch / (t["median_ms"] / 1e3))
         r["peak_mem_bytes"] = timing.peak_memory(call, device)
         r["status"] = STATUS_OK
     except Exception as exc:
@@ -183,6 +185,36 @@ def _measure_row(r, Generator, Discriminator, what, path, batch, resolution, dev
         if device.type == "cuda":
             torch.cuda.empty_cache()
     del call  # frees the networks before the next path
+
+
+def time_forward(resolution: int, batch: int, device: torch.device) -> float:
+    """Seconds of one eager fp32 generator forward with random weights (network build excluded):
+    the unit of :func:`estimate_seconds`. Raises ModelUnavailable when the model does not import."""
+    Generator, Discriminator = load_networks()
+    call = build_call(Generator, Discriminator, "generator_forward", "reference", batch, resolution, device)
+    t0 = time.perf_counter()
+    call()
+    timing.synchronize(device)
+    return time.perf_counter() - t0
+
+
+def estimate_seconds(forward_s: float, probe_batch: int, batches: Iterable[int], paths: Iterable[str],
+                     dtypes: Iterable[str], warmup: int, repeats: int, skip: Iterable[str] = ()) -> float:
+    """What :func:`run_model` over ``dtypes`` will take, counted in generator forwards of
+    ``forward_s`` seconds at ``probe_batch`` (time taken as proportional to the batch): per row one
+    checked or warming call, ``warmup`` and ``repeats``; per dtype and batch one fp32 reference
+    output; a training step as TRAIN_STEP_FORWARDS forwards. Compilation time is not included."""
+    run_paths = [p for p in paths if p not in set(skip)]
+    calls = 1 + warmup + repeats
+    forwards = 0.0
+    for dt in dtypes:
+        for b in batches:
+            per_row = len(run_paths) * calls
+            n = per_row + (1 if run_paths else 0)
+            if dt != "bf16-weights":
+                n += per_row * TRAIN_STEP_FORWARDS
+            forwards += n * b / probe_batch
+    return forwards * forward_s
 
 
 def run_model(resolution: int, batches: Iterable[int], device: torch.device, warmup: int, repeats: int,

@@ -7,17 +7,19 @@ import os
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence
 
+from .timing import NOISE_RULE
+
 SCHEMA = "mat_kernels.bench/1"
 TOP_LEVEL_KEYS = ("schema", "suite", "environment", "settings", "notes", "attention", "model", "wall_s")
 ENVIRONMENT_KEYS = ("date", "device_type", "device_name", "compute_capability", "driver_version", "cuda_version",
                     "torch_version", "triton_version", "python_version", "platform", "cpu_count", "git_commit",
                     "git_dirty", "dram_bandwidth_bytes_per_s", "dram_bandwidth_source")
-ATTENTION_ROW_KEYS = ("case_id", "case", "peer", "label", "status", "reason", "median_ms", "min_ms", "times_ms",
-                      "peak_mem_bytes", "ideal_bytes", "flops", "achieved_bytes_per_s", "bandwidth_fraction",
+ATTENTION_ROW_KEYS = ("case_id", "case", "peer", "label", "status", "reason", "median_ms", "min_ms", "max_ms",
+                      "iqr_ms", "noisy", "times_ms", "peak_mem_bytes", "ideal_bytes", "flops", "achieved_bytes_per_s", "bandwidth_fraction",
                       "tflops", "max_abs_err", "max_abs_err_grad", "mask_match", "within_tolerance",
                       "speedup_vs_reference", "speedup_vs_compile")
 MODEL_ROW_KEYS = ("what", "path", "batch", "resolution", "dtype", "status", "reason", "median_ms", "min_ms",
-                  "times_ms", "images_per_s", "peak_mem_bytes", "speedup_vs_reference", "rel_err_vs_fp32")
+                  "max_ms", "iqr_ms", "noisy", "times_ms", "images_per_s", "peak_mem_bytes", "speedup_vs_reference", "rel_err_vs_fp32")
 
 
 def make_result(suite: str, environment: dict, settings: dict, notes: Sequence[str], attention: List[dict],
@@ -69,13 +71,31 @@ def _peers_in(rows: List[dict]) -> List[str]:
     return list(OrderedDict.fromkeys(r["peer"] for r in rows))
 
 
+# How a row's status reads in tables (the JSON keeps the short status).
+STATUS_TEXT = {"unavailable": "not available (no GPU)"}
+TIMING_LEGEND = ("Times: median of the repeats [min-max]; x = speedup over the eager reference (median / median). "
+                 + NOISE_RULE + ".")
+
+
+def status_text(status: str) -> str:
+    return STATUS_TEXT.get(status, status)
+
+
+def _range(r: dict) -> str:
+    """'[min-max]' of a timed row, with ' noisy' when its repeats spread wide."""
+    if r.get("min_ms") is None or r.get("max_ms") is None:
+        return ""
+    return f"[{r['min_ms']:.3g}-{r['max_ms']:.3g}]" + (" noisy" if r.get("noisy") else "")
+
+
 def _cell(r: Optional[dict]) -> str:
     if r is None:
         return ""
     if r["status"] == "ok":
         sp = r["speedup_vs_reference"]
-        return f"{r['median_ms']:.3f} ms" + (f" (x{sp:.2f})" if sp is not None and r["peer"] != "reference" else "")
-    return r["status"]
+        return (f"{r['median_ms']:.3f} ms {_range(r)}".rstrip()
+                + (f" (x{sp:.2f})" if sp is not None and r["peer"] != "reference" else ""))
+    return status_text(r["status"])
 
 
 def pivot(rows: List[dict]) -> (List[str], List[List[str]]):
@@ -97,7 +117,7 @@ def failures(rows: List[dict], key="peer") -> List[List[str]]:
     grouped: Dict[tuple, int] = OrderedDict()
     for r in rows:
         if r["status"] != "ok":
-            k = (r[key], r["status"], r["reason"])
+            k = (r[key], status_text(r["status"]), r["reason"])
             grouped[k] = grouped.get(k, 0) + 1
     return [[p, s, why, str(n)] for (p, s, why), n in grouped.items()]
 
@@ -110,12 +130,13 @@ def _md(header, body) -> str:
 
 
 def detail_table(rows: List[dict]):
-    header = ["case", "peer", "status", "median ms", "% DRAM BW", "GB/s", "TFLOP/s", "peak MiB",
+    header = ["case", "peer", "status", "median ms", "min-max ms", "% DRAM BW", "GB/s", "TFLOP/s", "peak MiB",
               "max err", "grad err", "mask", "within tol", "x ref", "x compile"]
     body = []
     for r in rows:
         mib = None if r["peak_mem_bytes"] is None else r["peak_mem_bytes"] / 2 ** 20
-        body.append([_case_label(r["case"]), r["peer"], r["status"], _f(r["median_ms"], "{:.3f}"),
+        body.append([_case_label(r["case"]), r["peer"], status_text(r["status"]), _f(r["median_ms"], "{:.3f}"),
+                     _range(r) or "-",
                      _f(None if r["bandwidth_fraction"] is None else 100 * r["bandwidth_fraction"], "{:.1f}"),
                      _f(None if r["achieved_bytes_per_s"] is None else r["achieved_bytes_per_s"] / 1e9, "{:.1f}"),
                      _f(r["tflops"], "{:.2f}"), _f(mib, "{:.1f}"), _f(r["max_abs_err"], "{:.2e}"),
@@ -126,13 +147,13 @@ def detail_table(rows: List[dict]):
 
 
 def model_table(rows: List[dict]):
-    header = ["what", "path", "res", "batch", "dtype", "status", "median ms", "images/s", "peak MiB", "x ref",
+    header = ["what", "path", "res", "batch", "dtype", "status", "median ms", "min-max ms", "images/s", "peak MiB", "x ref",
               "err vs fp32", "reason"]
     body = []
     for r in rows:
         mib = None if r["peak_mem_bytes"] is None else r["peak_mem_bytes"] / 2 ** 20
         body.append([r["what"], r["path"], str(r["resolution"]), str(r["batch"]), r["dtype"], r["status"],
-                     _f(r["median_ms"], "{:.1f}"), _f(r["images_per_s"], "{:.2f}"), _f(mib, "{:.0f}"),
+                     _f(r["median_ms"], "{:.1f}"), _range(r) or "-", _f(r["images_per_s"], "{:.2f}"), _f(mib, "{:.0f}"),
                      _f(r["speedup_vs_reference"], "{:.2f}"), _f(r.get("rel_err_vs_fp32"), "{:.2e}"),
                      r["reason"] or ""])
     return header, body
@@ -151,7 +172,8 @@ def markdown(result: dict) -> str:
             f"- wall time: {result['wall_s']:.1f} s", ""]
     out += [f"> {n}" for n in result["notes"]]
     if result["attention"]:
-        out += ["", "## Window attention: median time (speedup over the eager reference)", ""]
+        out += ["", "## Window attention: median time (speedup over the eager reference)", "",
+                legend(result), ""]
         out.append(_md(*pivot(result["attention"])))
         fails = failures(result["attention"])
         if fails:
@@ -162,7 +184,9 @@ def markdown(result: dict) -> str:
                 "are max abs against the float64 reference; `within tol` uses mat_kernels.testing.TOLERANCES.",
                 "", _md(*detail_table(result["attention"]))]
     if result["model"]:
-        out += ["", "## Model", "", _md(*model_table(result["model"]))]
+        out += ["", "## Model", ""]
+        out += [] if result["attention"] else [legend(result), ""]
+        out.append(_md(*model_table(result["model"])))
     return "\n".join(out) + "\n"
 
 
@@ -179,56 +203,128 @@ def text_table(header, body) -> str:
     return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in body])
 
 
+def legend(result: dict) -> str:
+    """What the time cells mean, the noise rule, and how many timed rows broke it."""
+    timed = [r for r in result["attention"] + result["model"] if r.get("median_ms") is not None]
+    noisy = sum(1 for r in timed if r.get("noisy"))
+    tail = f" {noisy} of {len(timed)} timed rows are noisy." if noisy else ""
+    return TIMING_LEGEND + tail
+
+
 def console(result: dict) -> str:
     parts = []
     if result["attention"]:
         parts.append(text_table(*pivot(result["attention"])))
         fails = failures(result["attention"])
         if fails:
-            parts.append("not run:\n" + "\n".join(f"  {p} ({s}, {n} cases): {why}" for p, s, why, n in fails))
+            parts.append("not run:\n" + "\n".join(f"  {p} - {s} in {n} cases: {why}" for p, s, why, n in fails))
     if result["model"]:
         parts.append(text_table(*model_table(result["model"])))
+    if parts:
+        parts.append(legend(result))
     return "\n\n".join(parts)
 
 
 # ------------------------------------------------------------------------------------------- plot
 
-def write_plot(result: dict, path: str) -> Optional[str]:
-    """Bar chart of each peer's speedup over the eager reference, one panel per dtype/direction,
-    one bar group per shape and batch. Returns None when no peer besides the reference ran."""
+_NICE_TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500)
+
+
+def _group(r: dict) -> str:
+    return f"{r['case']['shape']['name']}\nb{r['case']['batch']}"
+
+
+def not_measured(result: dict) -> str:
+    """One sentence naming the peers that ran in no case, and why ('' when every peer ran somewhere)."""
+    rows = result["attention"]
+    ran = {r["peer"] for r in rows if r["status"] == "ok"}
+    missing = OrderedDict()
+    for r in rows:
+        if r["peer"] not in ran:
+            missing.setdefault(status_text(r["status"]), []).append(r["peer"])
+    parts = [f"{', '.join(OrderedDict.fromkeys(ps))} ({why})" for why, ps in missing.items()]
+    text = "Not measured: " + "; ".join(parts) + "." if parts else ""
+    if result["environment"].get("device_type") == "cpu":
+        text = ("CPU run: the fused Triton and CUDA kernels were not measured (they need a CUDA GPU); the bars "
+                "compare other PyTorch implementations with the eager reference on this CPU. " + text)
+    return text.strip()
+
+
+def _speedup_panel(ax, sel: List[dict], peers: List[str]) -> None:
+    """One dtype/direction: per shape and batch a group of bars from 1.0 to each peer's speedup."""
+    groups = list(OrderedDict.fromkeys(_group(r) for r in sel))
+    width = min(0.35, 0.8 / max(1, len(peers)))
+    for i, p in enumerate(peers):
+        hits = [(j, r) for j, g in enumerate(groups) for r in sel if r["peer"] == p and _group(r) == g]
+        if not hits:
+            continue
+        xs = [j + (i - (len(peers) - 1) / 2) * width for j, _ in hits]
+        sp = [r["speedup_vs_reference"] for _, r in hits]
+        # Bars start at 1.0 (as fast as the reference): up is faster, down is slower.
+        bars = ax.bar(xs, [v - 1.0 for v in sp], bottom=1.0, width=width, label=p, color=f"C{i}")
+        ax.bar_label(bars, labels=[f"{v:.2f}x" + ("*" if r.get("noisy") else "") for v, (_, r) in zip(sp, hits)],
+                     fontsize=7, padding=2)
+    ax.axhline(1.0, color="k", lw=1.0, label="_reference = 1.0")
+    ax.set_xlim(-0.6, len(groups) - 0.4)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(groups, fontsize=7)
+
+
+def plot_speedups(result: dict):
+    """``(figure, axes)``: each peer's speedup over the eager reference, one panel per dtype and
+    direction, bars from 1.0 on one log axis shared by all panels, each bar labelled with its value
+    ('*' = noisy timing). None when no peer besides the reference ran."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
 
-    # The reference is the 1.0 line itself; bars are the other peers.
     rows = [r for r in result["attention"]
             if r["status"] == "ok" and r["speedup_vs_reference"] is not None and r["peer"] != "reference"]
-    peers = [p for p in _peers_in(result["attention"]) if any(r["peer"] == p for r in rows)]
     if not rows:
         return None
+    peers = [p for p in _peers_in(result["attention"]) if any(r["peer"] == p for r in rows)]
     panels = list(OrderedDict.fromkeys((r["case"]["dtype"], r["case"]["mode"]) for r in rows))
-    fig, axes = plt.subplots(len(panels), 1, figsize=(max(8, 0.9 * 18), 3.6 * len(panels)), squeeze=False)
+    n_groups = max(len({_group(r) for r in rows if (r["case"]["dtype"], r["case"]["mode"]) == pn}) for pn in panels)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(8.0, 1.1 * n_groups * max(1, len(peers)) ** 0.5 + 3),
+                                                      2.0 + 3.2 * len(panels)), squeeze=False, sharey=True)
     for ax, (dt, mode) in zip(axes[:, 0], panels):
-        sel = [r for r in rows if r["case"]["dtype"] == dt and r["case"]["mode"] == mode]
-        groups = list(OrderedDict.fromkeys(f"{r['case']['shape']['name']}\nb{r['case']['batch']}" for r in sel))
-        width = 0.8 / max(1, len(peers))
-        for i, p in enumerate(peers):
-            xs, ys = [], []
-            for j, g in enumerate(groups):
-                hit = [r for r in sel if r["peer"] == p and
-                       f"{r['case']['shape']['name']}\nb{r['case']['batch']}" == g]
-                if hit:
-                    xs.append(j + (i - (len(peers) - 1) / 2) * width)
-                    ys.append(hit[0]["speedup_vs_reference"])
-            ax.bar(xs, ys, width=width, label=p)
-        ax.axhline(1.0, color="k", lw=0.8)
-        ax.set_yscale("log")
-        ax.set_xticks(range(len(groups)))
-        ax.set_xticklabels(groups, fontsize=7)
+        _speedup_panel(ax, [r for r in rows if (r["case"]["dtype"], r["case"]["mode"]) == (dt, mode)], peers)
+        ax.set_title(f"{dt} {mode}", fontsize=9)
         ax.set_ylabel("speedup vs eager reference")
-        ax.set_title(f"{result['environment']['device_name']}: {dt} {mode}", fontsize=9)
-        ax.legend(fontsize=7, ncol=len(peers))
-    fig.tight_layout()
+    sp = [r["speedup_vs_reference"] for r in rows] + [1.0]
+    ax0 = axes[0, 0]
+    ax0.set_yscale("log")
+    ax0.set_ylim(min(sp) / 1.6, max(sp) * 1.6)  # room for the labels above and below the bars
+    lo, hi = ax0.get_ylim()
+    ax0.yaxis.set_major_locator(FixedLocator([t for t in _NICE_TICKS if lo <= t <= hi]))
+    ax0.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}x"))
+    ax0.yaxis.set_minor_locator(NullLocator())
+    ax0.yaxis.set_minor_formatter(NullFormatter())
+    height = fig.get_figheight()
+    env = result["environment"]
+    title = f"{env['device_name']}: speedup over the eager reference (above 1.0 = faster)"
+    if env.get("device_type") == "cpu":
+        title += "\nCPU run: the fused Triton and CUDA kernels were NOT measured (they need a CUDA GPU)"
+    fig.suptitle(title, fontsize=10, y=1 - 0.1 / height, va="top")
+    fig.legend(*ax0.get_legend_handles_labels(), fontsize=8, ncol=len(peers), loc="upper center",
+               bbox_to_anchor=(0.5, 1 - 0.55 / height), frameon=False)
+    foot = not_measured(result)
+    if any(r.get("noisy") for r in rows):
+        foot += " * noisy timing (max/min or IQR/median of the repeats too wide): the speedup is unreliable."
+    if foot:
+        fig.text(0.01, 0.1 / height, foot.strip(), fontsize=7, ha="left", va="bottom", wrap=True)
+    fig.tight_layout(rect=(0, (0.6 if foot else 0) / height, 1, 1 - 0.9 / height))
+    return fig, axes[:, 0]
+
+
+def write_plot(result: dict, path: str) -> Optional[str]:
+    """The PNG of :func:`plot_speedups`; None (nothing written) when no peer besides the reference ran."""
+    import matplotlib.pyplot as plt
+    made = plot_speedups(result)
+    if made is None:
+        return None
+    fig, _ = made
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -14,6 +14,9 @@ from . import timing
 from .peers import Peer
 
 STATUS_OK, STATUS_FAILED, STATUS_SKIPPED = "ok", "failed", "skipped"
+# A GPU-only peer on a machine without one: not a failure, and shown as "not available (no GPU)".
+STATUS_UNAVAILABLE = "unavailable"
+TIMING_KEYS = ("median_ms", "min_ms", "max_ms", "iqr_ms", "noisy", "times_ms")
 
 
 def reason_of(exc: BaseException, limit: int = 400) -> str:
@@ -91,6 +94,12 @@ def _reset_compiler():
         torch._dynamo.reset()
 
 
+def status_when_not_runnable(peer: Peer, device: torch.device) -> str:
+    """A fused-kernel peer off a CUDA device is "unavailable" (no GPU), not a failure; a peer that
+    cannot run on a GPU has "failed"."""
+    return STATUS_UNAVAILABLE if peer.backend is not None and device.type != "cuda" else STATUS_FAILED
+
+
 def run_case(case: C.AttentionCase, peers: Iterable[Peer], device: torch.device, warmup: int, repeats: int,
              skip: Optional[Dict[str, str]] = None, dram_bw: Optional[float] = None,
              on_peer_done: Optional[Callable[[dict], None]] = None, seed: int = 0) -> List[dict]:
@@ -105,8 +114,7 @@ def run_case(case: C.AttentionCase, peers: Iterable[Peer], device: torch.device,
     rows = []
     for peer in peers:
         row = {"case_id": case.id, "case": case.as_dict(), "peer": peer.name, "label": peer.label,
-               "status": None, "reason": None, "median_ms": None, "min_ms": None, "times_ms": None,
-               "peak_mem_bytes": None, "ideal_bytes": nbytes, "flops": flops,
+               "status": None, "reason": None, **dict.fromkeys(TIMING_KEYS), "peak_mem_bytes": None, "ideal_bytes": nbytes, "flops": flops,
                "achieved_bytes_per_s": None, "bandwidth_fraction": None, "tflops": None,
                "max_abs_err": None, "max_abs_err_grad": None, "mask_match": None, "within_tolerance": None,
                "speedup_vs_reference": None, "speedup_vs_compile": None}
@@ -115,7 +123,7 @@ def run_case(case: C.AttentionCase, peers: Iterable[Peer], device: torch.device,
         else:
             why = peer.reasons(case, device)
             if why:
-                row.update(status=STATUS_FAILED, reason="; ".join(why))
+                row.update(status=status_when_not_runnable(peer, device), reason="; ".join(why))
             else:
                 try:
                     if peer.compiles:
@@ -125,7 +133,7 @@ def run_case(case: C.AttentionCase, peers: Iterable[Peer], device: torch.device,
                     row.update(errors(case, got, expected))
                     del got
                     t = timing.measure(call, device, warmup, repeats)
-                    row.update(median_ms=t["median_ms"], min_ms=t["min_ms"], times_ms=t["times_ms"])
+                    row.update({key: t[key] for key in TIMING_KEYS})
                     row["peak_mem_bytes"] = timing.peak_memory(call, device)
                     sec = t["median_ms"] / 1e3
                     row["achieved_bytes_per_s"] = nbytes / sec

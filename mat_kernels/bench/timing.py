@@ -12,6 +12,14 @@ import torch
 _L2_FLUSH_BYTES = 256 * 1024 * 1024
 _flush_buffers: Dict[torch.device, torch.Tensor] = {}
 
+# A row's repeats are "noisy" (its median, and any speedup computed from it, unreliable) when
+# they spread wider than either bound. Shared by the console, markdown and plot legends.
+NOISY_MAX_OVER_MIN = 2.0
+NOISY_IQR_OVER_MEDIAN = 0.2
+NOISE_RULE = (f"noisy = the repeats spread wide: max/min > {NOISY_MAX_OVER_MIN:g} or IQR/median > "
+              f"{NOISY_IQR_OVER_MEDIAN:g} (judged from 2 or more repeats); its median and its speedups are "
+              "unreliable: rerun on an idle machine or with more --repeats")
+
 
 def _flush_l2(device: torch.device) -> None:
     buf = _flush_buffers.get(device)
@@ -25,11 +33,25 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def spread(times_ms: List[float]) -> dict:
+    """``{"median_ms", "min_ms", "max_ms", "iqr_ms", "noisy"}`` of the per-repeat times; ``noisy``
+    follows :data:`NOISE_RULE` and is None (unknown) for a single repeat."""
+    if not times_ms:
+        raise ValueError("times_ms must hold at least one time")
+    med, lo, hi = statistics.median(times_ms), min(times_ms), max(times_ms)
+    if len(times_ms) < 2:
+        return {"median_ms": med, "min_ms": lo, "max_ms": hi, "iqr_ms": None, "noisy": None}
+    q1, _, q3 = statistics.quantiles(times_ms, n=4, method="inclusive")
+    iqr = q3 - q1
+    noisy = (lo <= 0 or hi / lo > NOISY_MAX_OVER_MIN) or (med > 0 and iqr / med > NOISY_IQR_OVER_MEDIAN)
+    return {"median_ms": med, "min_ms": lo, "max_ms": hi, "iqr_ms": iqr, "noisy": bool(noisy)}
+
+
 def measure(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int,
             flush_l2: bool = True) -> dict:
     """Run ``fn`` ``warmup`` times, then time ``repeats`` single calls.
 
-    Returns ``{"median_ms", "min_ms", "max_ms", "times_ms"}``. On CUDA each call is bracketed by
+    Returns :func:`spread`'s keys and ``"times_ms"``, every repeat's time. On CUDA each call is bracketed by
     events (the L2 flush runs before the start event, outside the measurement); on CPU
     ``time.perf_counter`` brackets it.
     """
@@ -57,8 +79,7 @@ def measure(fn: Callable[[], object], device: torch.device, warmup: int, repeats
             t0 = time.perf_counter()
             fn()
             times.append((time.perf_counter() - t0) * 1e3)
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times),
-            "times_ms": times}
+    return dict(spread(times), times_ms=times)
 
 
 def peak_memory(fn: Callable[[], object], device: torch.device) -> Optional[int]:

@@ -113,8 +113,9 @@ def test_run_case_records_errors_speedups_and_failures(monkeypatch):
     assert by["broken"]["reason"] == "RuntimeError: kernel exploded on two lines"
     assert by["broken"]["median_ms"] is None and by["broken"]["speedup_vs_reference"] is None
     # Backends that cannot run say why, in the backend registry's own words.
-    assert by["triton"]["status"] == "failed" and "CUDA" in by["triton"]["reason"]
-    assert by["cuda"]["status"] == "failed" and by["cuda"]["reason"]
+    # On a machine without a GPU that is "unavailable", not a failure.
+    assert by["triton"]["status"] == "unavailable" and "CUDA" in by["triton"]["reason"]
+    assert by["cuda"]["status"] == "unavailable" and by["cuda"]["reason"]
     assert by["compile"] == {**by["compile"], "status": "skipped", "reason": "not today"}
     assert all(r["speedup_vs_compile"] is None for r in rows)
 
@@ -138,3 +139,12 @@ def test_select_peers():
     assert [p.name for p in P.select(["cuda", "reference"])] == ["reference", "cuda"]
     with pytest.raises(ValueError, match="unknown peer"):
         P.select(["xformers"])
+
+
+def test_a_fused_peer_that_cannot_run_is_unavailable_on_cpu_and_failed_on_a_gpu():
+    cpu, gpu = CPU, torch.device("cuda")
+    assert S.status_when_not_runnable(P.PEERS["triton"], cpu) == S.STATUS_UNAVAILABLE
+    assert S.status_when_not_runnable(P.PEERS["cuda"], cpu) == S.STATUS_UNAVAILABLE
+    assert S.status_when_not_runnable(P.PEERS["triton"], gpu) == S.STATUS_FAILED
+    assert S.status_when_not_runnable(P.PEERS["cuda"], gpu) == S.STATUS_FAILED
+    assert S.status_when_not_runnable(P.PEERS["flex"], cpu) == S.STATUS_FAILED  # not a GPU-only peer
