@@ -29,11 +29,11 @@ from .config import DEFAULT_CUDA_BATCH, MAX_CPU_BATCH, ConfigError, TrainConfig
 
 __all__ = ["Preflight", "preflight", "estimate_memory", "available_memory", "resolve_amp", "has_tensorboard"]
 
-# Least-squares fit to peak RSS measured on CPU (torch 2.13, fp32, 1 thread; bytes):
-#   128 px batch 1: 3.863e9, batch 2: 5.310e9, batch 4: 7.866e9; 256 px batch 1: 5.243e9, batch 2: TBD
-MEM_BASE = 2.416e9           # torch, G, D, G_ema, Adam states, VGG19
-MEM_PER_IMAGE = 0.987e9      # per image of a rank's batch, whatever its size
-MEM_PER_PIXEL = 28.08e3      # per pixel of a rank's batch (activations, R1 double backward)
+# Least-squares fit to peak RSS measured on CPU (torch 2.13, fp32, 1 thread; bytes; fit within 1.7%):
+#   128 px batch 1: 3.863e9, batch 2: 5.310e9, batch 4: 7.866e9; 256 px batch 1: 5.243e9, batch 2: 7.786e9
+MEM_BASE = 2.612e9           # torch, G, D, G_ema, Adam states, VGG19
+MEM_PER_IMAGE = 0.891e9      # per image of a rank's batch, whatever its size
+MEM_PER_PIXEL = 26.01e3      # per pixel of a rank's batch (activations, R1 double backward)
 MEM_HEADROOM = 0.9           # use at most this share of the available memory for the default batch
 
 # Networks must match for --resume; the first one is the one users change most.
@@ -224,7 +224,8 @@ def _check_memory(cfg: TrainConfig, device: torch.device, world: int, avail: Opt
     if need <= avail:
         return
     where = "GPU memory" if device.type == "cuda" else "memory"
-    fits = [b for b in range(1, cfg.batch // world) if host * estimate_memory(cfg.resolution, b) <= avail]
+    fits = [b for b in range(1, cfg.batch // world)
+            if host * estimate_memory(cfg.resolution, b) <= MEM_HEADROOM * avail]
     hint = (f"--batch {fits[-1] * world} fits" if fits else
             f"even --batch {world} does not fit; lower --resolution")
     notes.append(f"warning: --batch {cfg.batch} at --resolution {cfg.resolution} needs about {_gib(need)} of "
