@@ -33,6 +33,7 @@ import math
 import os
 import random
 import re
+import sys
 import time
 from typing import Dict, List, Optional
 
@@ -44,7 +45,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from ..data.dataset import ImageFolderMaskDataset, StepSampler
 from .losses import PerceptualLoss, TwoStageLoss
 from . import metrics as M
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
+from .export import export_stem, export_weights
+from .preflight import has_tensorboard, preflight
+from .samples import COLUMNS, labelled_grid
 
 __all__ = ["train", "build_networks", "save_training_state", "load_training_state", "find_latest_checkpoint",
            "enable_grad_checkpointing", "parameter_digest"]
@@ -59,7 +63,7 @@ def _init_distributed(cfg: TrainConfig):
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
     if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("device: 'cuda' requested but torch.cuda.is_available() is False")
+        raise ConfigError("--device: cuda requested but CUDA is not available (torch.cuda.is_available() is False)")
     if use_cuda:
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
@@ -83,7 +87,7 @@ def build_networks(cfg: TrainConfig):
             d_kwargs["mbstd_group_size"] = cfg.mbstd_group
         return G, Discriminator(**d_kwargs)
     if ":" not in cfg.model:
-        raise ValueError(f"model: expected 'mat' or 'package.module:factory', got {cfg.model!r}")
+        raise ConfigError(f"--model: expected 'mat' or 'package.module:factory', got {cfg.model!r}")
     mod, _, attr = cfg.model.partition(":")
     return getattr(importlib.import_module(mod), attr)(cfg)
 
@@ -169,6 +173,20 @@ def save_training_state(path: str, state: dict) -> None:
     os.replace(tmp, path)
 
 
+def _load_network(module: torch.nn.Module, state: Dict[str, torch.Tensor], name: str) -> None:
+    """load_state_dict, with a one-line error instead of the list of every mismatch."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or shapes:
+        first = (shapes or missing or unexpected)[0]
+        raise ConfigError(f"--resume: the checkpoint's {name} does not fit the network built from the options "
+                          f"({len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} other shapes, "
+                          f"e.g. {first!r}); resume with the options it was trained with")
+    module.load_state_dict(state)
+
+
 def load_training_state(path: str) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"resume: checkpoint {path!r} does not exist")
@@ -180,10 +198,13 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class _Trainer:
-    def __init__(self, cfg: TrainConfig, rank: int, world: int, device: torch.device):
+    def __init__(self, cfg: TrainConfig, rank: int, world: int, device: torch.device,
+                 resume_path: Optional[str] = None):
+        """``cfg`` as resolved by :func:`preflight` (batch set, amp not 'auto'); ``resume_path``:
+        the checkpoint to continue from (``cfg.resume`` with 'latest' resolved)."""
         self.cfg, self.rank, self.world, self.device = cfg, rank, world, device
-        if cfg.batch % world != 0:
-            raise ValueError(f"batch: {cfg.batch} is not divisible by the world size {world}")
+        if cfg.batch is None or cfg.batch % world != 0:
+            raise ConfigError(f"--batch: {cfg.batch} is not divisible by the number of ranks ({world})")
         self.per_rank = cfg.batch // world
         self.is_main = rank == 0
         if self.is_main:
@@ -191,7 +212,7 @@ class _Trainer:
         torch.backends.cuda.matmul.allow_tf32 = False   # official: TF32 off for matmul and cuDNN
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cudnn.benchmark = True
-        resume_path, ckpt = self._find_resume_state()
+        ckpt = load_training_state(resume_path) if resume_path else None
         mods = self._build_networks(ckpt)
         # Optimisers with the lazy-regularisation correction.
         self.opt_G = self._adam(self.G, cfg.G_reg_interval, cfg.lrt)
@@ -211,15 +232,6 @@ class _Trainer:
         self._open_logs()
 
     # ----------------------------------------------------------------------------------------- construction
-    def _find_resume_state(self):
-        """(path, state) of the checkpoint to resume from, or (None, None)."""
-        resume_path = self.cfg.resume
-        if resume_path == "latest":
-            resume_path = find_latest_checkpoint(self.cfg.out_dir)
-            if resume_path is None:
-                raise FileNotFoundError(f"resume: no checkpoint-*.pt in {self.cfg.out_dir!r}")
-        return resume_path, (load_training_state(resume_path) if resume_path else None)
-
     def _build_networks(self, ckpt) -> Dict[str, torch.nn.Module]:
         """G, D and G_ema (identical init on every rank; DDP broadcasts rank 0's anyway), and the
         modules the loss calls: mapping, synthesis and D, DDP-wrapped and compiled as configured."""
@@ -229,8 +241,8 @@ class _Trainer:
         self.G = G.to(device).train().requires_grad_(False)
         self.D = D.to(device).train().requires_grad_(False)
         if ckpt is not None:
-            self.G.load_state_dict(ckpt["G"])
-            self.D.load_state_dict(ckpt["D"])
+            _load_network(self.G, ckpt["G"], "G")
+            _load_network(self.D, ckpt["D"], "D")
         mods = {"mapping": self.G.mapping, "synthesis": self.G.synthesis, "D": self.D}
         if self.world > 1:
             for k, m in mods.items():
@@ -244,9 +256,13 @@ class _Trainer:
                 mods[k] = torch.compile(mods[k])
         self.G_ema = copy.deepcopy(self.G).eval()
         if ckpt is not None:
-            self.G_ema.load_state_dict(ckpt["G_ema"])
+            _load_network(self.G_ema, ckpt["G_ema"], "G_ema")
         if cfg.grad_checkpoint:
-            n = enable_grad_checkpointing(self.G, cfg.checkpoint_modules)
+            try:
+                n = enable_grad_checkpointing(self.G, cfg.checkpoint_modules)
+            except ValueError:
+                raise ConfigError(f"--checkpoint-modules: no submodule of class {list(cfg.checkpoint_modules)} "
+                                  f"in G (--grad-checkpoint wraps them)") from None
             self._print(f"gradient checkpointing on {n} modules ({', '.join(cfg.checkpoint_modules)})")
         return mods
 
@@ -254,7 +270,13 @@ class _Trainer:
         """The two-stage loss with autocast as configured; fp16 adds a GradScaler per optimiser
         (bf16 has fp32's exponent range and needs none)."""
         cfg, device = self.cfg, self.device
-        pcp = PerceptualLoss(vgg_path=cfg.vgg_path).to(device) if cfg.pcp_ratio != 0 else None
+        pcp = None
+        if cfg.pcp_ratio != 0:
+            try:
+                pcp = PerceptualLoss(vgg_path=cfg.vgg_path).to(device)
+            except (KeyError, RuntimeError) as exc:  # a file that is not torchvision's VGG19
+                msg = exc.args[0] if exc.args else exc
+                raise ConfigError(f"--vgg-path: cannot load the VGG19 weights: {msg}") from None
         amp = cfg.amp != "off"
         autocast = functools.partial(torch.autocast, device_type=device.type, dtype=AMP_DTYPES.get(cfg.amp),
                                      enabled=amp)
@@ -299,18 +321,32 @@ class _Trainer:
         if cfg.val_data:
             self.val = ImageFolderMaskDataset(cfg.val_data, cfg.resolution, cfg.hole_range, cfg.mask_variant,
                                               mirror=False, seed=cfg.seed + 1, crop="center", mask_folder=cfg.val_masks)
+        # Sample grids: the held-out images, else the first training images (centre crops, fixed masks).
+        self.sample_set = self.val
+        if self.val is None:
+            self.sample_set = ImageFolderMaskDataset(cfg.data, cfg.resolution, cfg.hole_range, cfg.mask_variant,
+                                                     mirror=False, seed=cfg.seed + 1, crop="center",
+                                                     max_images=cfg.sample_images)
 
     def _open_logs(self) -> None:
+        """stats.jsonl always; TensorBoard events too when cfg.tensorboard (resolved by preflight).
+        Says which on rank 0, and where the sample grids come from."""
         self.running: Dict[str, torch.Tensor] = {}
         self.counts: Dict[str, int] = {}
         self.jsonl = open(os.path.join(self.cfg.out_dir, "stats.jsonl"), "a") if self.is_main else None
         self.tb = None
-        if self.is_main and self.cfg.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                self.tb = SummaryWriter(self.cfg.out_dir)
-            except ImportError as exc:  # tensorboard is optional
-                self._print(f"TensorBoard logging off ({exc})")
+        if not self.is_main:
+            return
+        where = os.path.join(self.cfg.out_dir, "stats.jsonl")
+        if self.cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(self.cfg.out_dir)
+            self._print(f"logging to {where} (JSON lines) and TensorBoard events in {self.cfg.out_dir}")
+        else:
+            why = "off" if has_tensorboard() else "not installed: pip install tensorboard for event files"
+            self._print(f"logging to {where} (JSON lines; TensorBoard {why})")
+        source = "--val-data" if self.val is not None else f"the first {len(self.sample_set)} training images"
+        self._print(f"sample grids ({' | '.join(COLUMNS)}) from {source} in {os.path.join(self.cfg.out_dir, 'samples')}")
 
     # ----------------------------------------------------------------------------------------- helpers
     def _print(self, msg: str) -> None:
@@ -393,19 +429,19 @@ class _Trainer:
         self.step += 1
 
     # ----------------------------------------------------------------------------------------- eval / samples
-    def _val_batches(self, n: int):
-        n = min(n, len(self.val))
+    def _batches(self, dataset, n: int):
+        n = min(n, len(dataset))
         for start in range(0, n, self.per_rank):
-            items = [self.val[i] for i in range(start, min(n, start + self.per_rank))]
+            items = [dataset[i] for i in range(start, min(n, start + self.per_rank))]
             yield torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
 
-    def _ema_outputs(self, n_images: int, seed_offset: int, noise_mode: str):
-        """(real_u8, real in [-1, 1], mask, G_ema output) per held-out batch, under a fixed seed that
-        leaves the training RNG streams untouched."""
+    def _ema_outputs(self, dataset, n_images: int, seed_offset: int, noise_mode: str):
+        """(real_u8, real in [-1, 1], mask, G_ema output) per batch of ``dataset``, under a fixed
+        seed that leaves the training RNG streams untouched."""
         dev = self.device
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             torch.manual_seed(self.cfg.seed + seed_offset)
-            for real_u8, mask in self._val_batches(n_images):
+            for real_u8, mask in self._batches(dataset, n_images):
                 real = real_u8.to(dev).float() / 127.5 - 1
                 mask = mask.to(dev)
                 z = torch.randn([real.shape[0], self.cfg.z_dim], device=dev)
@@ -416,7 +452,7 @@ class _Trainer:
     def evaluate(self) -> Dict[str, float]:
         """PSNR/SSIM/L1 of G_ema on the held-out set, on 8-bit outputs like the official metrics."""
         psnr, ssim, l1 = [], [], []
-        for real_u8, _, _, out in self._ema_outputs(self.cfg.eval_images, 1, "random"):
+        for real_u8, _, _, out in self._ema_outputs(self.val, self.cfg.eval_images, 1, "random"):
             out = M.to_uint8(out).cpu()
             psnr.append(M.psnr(out, real_u8, data_range=255))
             ssim.append(M.ssim(out, real_u8, data_range=255))
@@ -426,13 +462,14 @@ class _Trainer:
 
     @torch.no_grad()
     def save_samples(self) -> str:
-        """PNG grid: one row per held-out image: masked input | G_ema output | real."""
+        """PNG grid under a header row naming the columns; one row per image of the sample set
+        (--val-data, else the first training images): input (holes white) | G_ema output | ground truth."""
         from PIL import Image
         rows = []
-        for real_u8, real, mask, out in self._ema_outputs(self.cfg.sample_images, 2, "const"):
+        for real_u8, real, mask, out in self._ema_outputs(self.sample_set, self.cfg.sample_images, 2, "const"):
             masked = real * mask + (1 - mask)  # holes shown white
             rows.append(torch.cat([M.to_uint8(masked), M.to_uint8(out), real_u8.to(out.device)], dim=3).cpu())
-        grid = torch.cat(rows).permute(0, 2, 3, 1).reshape(-1, rows[0].shape[3], 3).numpy()
+        grid = labelled_grid(torch.cat(rows).permute(0, 2, 3, 1).numpy(), COLUMNS)
         os.makedirs(os.path.join(self.cfg.out_dir, "samples"), exist_ok=True)
         path = os.path.join(self.cfg.out_dir, "samples", f"step-{self.step:08d}.png")
         Image.fromarray(grid).save(path)
@@ -457,18 +494,29 @@ class _Trainer:
                      "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(), "ranks": ranks}
             path = os.path.join(self.cfg.out_dir, f"checkpoint-{self.step:08d}.pt")
             save_training_state(path, state)
-            old = sorted(f for f in os.listdir(self.cfg.out_dir) if CKPT_RE.match(f))
-            for f in old[:-self.cfg.keep_ckpts]:
-                os.remove(os.path.join(self.cfg.out_dir, f))
+            if self.cfg.export_weights:
+                export_weights(state, export_stem(path))
+            self._prune_checkpoints()
         if self.world > 1:
             dist.barrier()  # nobody runs ahead (or exits) before the file is in place
         return path
 
-    def _log(self, t0: float, steps_done: int, extra: Dict[str, float]) -> Dict[str, float]:
-        stats = self._collect()
+    def _prune_checkpoints(self) -> None:
+        """Keep the newest --keep training checkpoints; an export goes with its checkpoint."""
+        old = sorted(f for f in os.listdir(self.cfg.out_dir) if CKPT_RE.match(f))
+        for f in old[:-self.cfg.keep_ckpts]:
+            path = os.path.join(self.cfg.out_dir, f)
+            stem = export_stem(path)
+            for ext in (".json", ".safetensors"):
+                extra = stem.parent / (stem.name + ext)
+                if extra.is_file():
+                    extra.unlink()
+            os.remove(path)
+
+    def _log(self, timer: "_Timer", extra: Dict[str, float]) -> Dict[str, float]:
+        stats = self._collect()   # waits for the interval's device work
         stats.update(extra)
-        rec = {"step": self.step, "kimg": self.step * self.cfg.batch / 1000,
-               "sec_per_step": (time.time() - t0) / max(steps_done, 1), **stats}
+        rec = {"step": self.step, "kimg": self.step * self.cfg.batch / 1000, **timer.record(self.step), **stats}
         if self.is_main:
             self.jsonl.write(json.dumps(rec) + "\n")
             self.jsonl.flush()
@@ -478,41 +526,55 @@ class _Trainer:
                 self.tb.flush()
             fields = [f"step {self.step}/{self.cfg.total_steps}", f"kimg {rec['kimg']:.2f}",
                       f"{rec['sec_per_step']:.3f} s/step"]
+            fields += [f"{name} {rec[key]:.1f} s" for name, key in (("eval", "eval_sec"), ("ckpt", "ckpt_sec"))
+                       if rec[key] > 0]
             fields += [f"{k} {v:.4g}" for k, v in stats.items()
                        if k in ("G/loss", "G/loss_s1", "G/pcp", "D/loss", "D/loss_s1", "D/r1", "val/psnr", "val/ssim", "val/l1")]
             self._print(" | ".join(fields))
         return rec
 
+    def _progress_bar(self):
+        """tqdm bar on rank 0 when stderr is a terminal (in a log file, every redraw would be a line)."""
+        if not (self.is_main and self.cfg.progress):
+            return None
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return None
+        return tqdm(total=self.cfg.total_steps, initial=self.step, desc="mat-train", dynamic_ncols=True,
+                    disable=None)
+
     def run(self) -> dict:
         cfg = self.cfg
         end = cfg.stop_at_step if cfg.stop_at_step is not None else cfg.total_steps
-        bar = None
-        if self.is_main and cfg.progress:
-            try:
-                from tqdm import tqdm
-                bar = tqdm(total=cfg.total_steps, initial=self.step, desc="mat-train", dynamic_ncols=True)
-            except ImportError:
-                bar = None
+        bar = self._progress_bar()
         last_ckpt, last_rec = None, {}
-        t0, n0 = time.time(), self.step
+        timer = _Timer(self.device, self.step)
         data = iter(self.loader)
         while self.step < end:
             real_u8, mask = next(data)
             self.train_step(real_u8, mask)
-            if bar is not None:
-                bar.update(1)
             done = self.step == end
+            if bar is not None and done:  # drawn once, complete, before the last log lines
+                bar.n = self.step
+                bar.close()
+                bar = None
+            elif bar is not None:
+                bar.update(1)
             # Decided identically on every rank: logging all-reduces, so all ranks must take part.
             eval_due = self.val is not None and (done or bool(cfg.eval_every and self.step % cfg.eval_every == 0))
-            sample_due = self.val is not None and (done or bool(cfg.sample_every and self.step % cfg.sample_every == 0))
-            extra = self.evaluate() if eval_due and self.is_main else {}
-            if sample_due and self.is_main:
-                self.save_samples()
+            sample_due = done or bool(cfg.sample_every and self.step % cfg.sample_every == 0)
+            extra = {}
+            if self.is_main and (eval_due or sample_due):
+                with timer.section("eval_sec"):
+                    extra = self.evaluate() if eval_due else {}
+                    if sample_due:
+                        self.save_samples()
             if done or self.step % cfg.log_every == 0 or eval_due:
-                last_rec = self._log(t0, self.step - n0, extra)
-                t0, n0 = time.time(), self.step
+                last_rec = self._log(timer, extra)
             if done or self.step % cfg.ckpt_every == 0:
-                last_ckpt = self.checkpoint()
+                with timer.section("ckpt_sec"):
+                    last_ckpt = self.checkpoint()
         if bar is not None:
             bar.close()
         if self.jsonl is not None:
@@ -522,12 +584,51 @@ class _Trainer:
         return {"step": self.step, "checkpoint": last_ckpt, "stats": last_rec}
 
 
+class _Timer:
+    """Wall time of a log interval, split into training, evaluation (held-out metrics and sample
+    grids) and checkpoint writing. On CUDA the device is synchronised around each non-training
+    section, so that queued training kernels are not counted as evaluation."""
+
+    def __init__(self, device: torch.device, step: int):
+        self.device = device
+        self._reset(step)
+
+    def _reset(self, step: int) -> None:
+        self.t0, self.n0 = time.time(), step
+        self.side = {"eval_sec": 0.0, "ckpt_sec": 0.0}
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextlib.contextmanager
+    def section(self, key: str):
+        self._sync()
+        t = time.time()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.side[key] += time.time() - t
+
+    def record(self, step: int) -> Dict[str, float]:
+        """{'sec_per_step' (training only), 'eval_sec', 'ckpt_sec'} since the last record; restarts."""
+        train = time.time() - self.t0 - sum(self.side.values())
+        rec = {"sec_per_step": train / max(step - self.n0, 1), **self.side}
+        self._reset(step)
+        return rec
+
+
 def train(cfg: TrainConfig) -> dict:
     """Run (or resume) training as configured; returns {'step', 'checkpoint', 'stats'} (rank 0's)."""
     cfg.validate()
     rank, world, device, owns_pg = _init_distributed(cfg)
     try:
-        return _Trainer(cfg, rank, world, device).run()
+        checked = preflight(cfg, device, world)   # before any network is built
+        if rank == 0:
+            for note in checked.notes:
+                print(f"mat-train: {note}", file=sys.stderr, flush=True)
+        return _Trainer(checked.cfg, rank, world, device, checked.resume_path).run()
     finally:
         if owns_pg and dist.is_initialized():
             dist.destroy_process_group()

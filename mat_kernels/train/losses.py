@@ -57,14 +57,15 @@ def _vgg19_layer_names():
 VGG19_LAYER_INDEX = {name: i for i, name in enumerate(_vgg19_layer_names())}
 
 
-def find_vgg19_weights(path: Optional[Union[str, os.PathLike]] = None) -> str:
+def find_vgg19_weights(path: Optional[Union[str, os.PathLike]] = None, *, arg: str = "vgg_path") -> str:
     """Locate torchvision's VGG19 ImageNet weights on disk; never downloads.
 
     Order: ``path`` argument, ``$MAT_KERNELS_VGG19``, then torch hub's checkpoint folder
     (``$TORCH_HOME/hub/checkpoints/vgg19-dcbbb3f4.pth``, by default ``~/.cache/torch/...``).
-    Raises FileNotFoundError naming the file and the places it was looked for.
+    Raises FileNotFoundError naming the file, the places it was looked for, and ``arg`` (how the
+    caller's users pass ``path``: ``--vgg-path`` for mat-train).
     """
-    return find_weight_file(path, arg="vgg_path", env="MAT_KERNELS_VGG19", filename=VGG19_FILENAME,
+    return find_weight_file(path, arg=arg, env="MAT_KERNELS_VGG19", filename=VGG19_FILENAME,
                             what="VGG19 weights for the perceptual loss",
                             source="torchvision's ImageNet VGG19 file")
 

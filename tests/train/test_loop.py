@@ -28,17 +28,18 @@ TINY = "tests.train.tiny_models:build"
 def _args(data, out, *extra):
     return ["--data", str(data), "--out-dir", str(out), "--resolution", "32", "--model", TINY, "--batch", "2",
             "--z-dim", "16", "--w-dim", "16", "--workers", "0", "--G-reg-interval", "2", "--D-reg-interval", "2",
-            "--log-every", "1", "--progress", "false", "--device", "cpu", *map(str, extra)]
+            "--log-every", "1", "--no-progress", "--device", "cpu", *map(str, extra)]
 
 
 def test_defaults_follow_the_readme_places_command():
     cfg = config_from_args(["--data", "x"])
-    assert (cfg.batch, cfg.lr, cfg.pcp_ratio, cfg.truncation_psi, cfg.style_mixing_prob) == (32, 0.001, 0.1, 0.5, 0.5)
+    # batch: 32 on CUDA (README), resolved at start (tests/train/test_cli.py)
+    assert (cfg.batch, cfg.lr, cfg.pcp_ratio, cfg.truncation_psi, cfg.style_mixing_prob) == (None, 0.001, 0.1, 0.5, 0.5)
     assert (cfg.betas, cfg.eps, cfg.r1_gamma, cfg.ema_kimg, cfg.mirror) == ((0.0, 0.99), 1e-8, 10.0, 10.0, True)
     assert (cfg.G_reg_interval, cfg.D_reg_interval, cfg.mapping_layers) == (4, 16, 8)
-    with pytest.raises(ValueError, match="data"):
-        config_from_args([])
-    with pytest.raises(ValueError, match="stop_at_step"):
+    with pytest.raises(ValueError, match="--data"):
+        TrainConfig().validate()
+    with pytest.raises(ValueError, match="--stop-at-step"):
         config_from_args(["--data", "x", "--total-steps", "3", "--stop-at-step", "5"])
     assert "--grad-checkpoint" in build_parser().format_help()
 
@@ -47,7 +48,7 @@ def test_single_process_run_optimiser_ema_and_outputs(image_dirs, vgg_path, tmp_
     train_dir, val_dir = image_dirs
     out = tmp_path / "run"
     cfg = config_from_args(_args(train_dir, out, "--total-steps", "1", "--val-data", val_dir, "--vgg-path", vgg_path,
-                                 "--amp", "true", "--sample-images", "2", "--eval-images", "3", "--ema-kimg", "0.01"))
+                                 "--amp", "--sample-images", "2", "--eval-images", "3", "--ema-kimg", "0.01"))
     res = train(cfg)
     assert res["step"] == 1 and os.path.basename(res["checkpoint"]) == "checkpoint-00000001.pt"
     assert find_latest_checkpoint(str(out)) == res["checkpoint"]
@@ -75,14 +76,15 @@ def test_single_process_run_optimiser_ema_and_outputs(image_dirs, vgg_path, tmp_
 
 
 def test_amp_modes_and_compile_flags():
-    for flag, mode in (("bf16", "bf16"), ("fp16", "fp16"), ("off", "off"), ("true", "bf16"), ("false", "off")):
-        assert config_from_args(["--data", "x", "--amp", flag]).amp == mode
+    for args, mode in ((["--amp", "bf16"], "bf16"), (["--amp", "fp16"], "fp16"), (["--amp"], "auto"), ([], "off"),
+                       (["--no-amp"], "off"), (["--amp", "true"], "auto"), (["--amp", "off"], "off")):
+        assert config_from_args(["--data", "x", *args]).amp == mode, args
     assert TrainConfig(data="x", amp=True).validate().amp == "bf16"
     with pytest.raises(SystemExit):
         config_from_args(["--data", "x", "--amp", "fp8"])
     with pytest.raises(ValueError, match="amp"):
         TrainConfig(data="x", amp="int8").validate()
-    assert config_from_args(["--data", "x", "--compile", "true"]).compile is True
+    assert config_from_args(["--data", "x", "--compile"]).compile is True
 
 
 def test_fp16_amp_with_grad_scaler_and_compile(image_dirs, tmp_path, monkeypatch):
@@ -97,7 +99,7 @@ def test_fp16_amp_with_grad_scaler_and_compile(image_dirs, tmp_path, monkeypatch
     # the wiring only (eager backend): inductor itself is tested on the real blocks in tests/nn
     monkeypatch.setattr(torch, "compile", lambda m, **kw: compiled.append(m) or real_compile(m, backend="eager"))
     cfg = config_from_args(_args(train_dir, tmp_path / "run", "--total-steps", "2", "--pcp-ratio", "0",
-                                 "--amp", "fp16", "--compile", "true"))
+                                 "--amp", "fp16", "--compile"))
     res = train(cfg)
     assert res["step"] == 2
     # steps 0 and 1: Gmain (1 loss) + Dmain (2) every step, Dreg (1) at step 0
@@ -179,7 +181,7 @@ def test_torchrun_two_ranks_resume_is_bit_exact(image_dirs, vgg_path, tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     _torchrun(_args(train_dir, full, *common))
     _torchrun(_args(train_dir, part, *common, "--stop-at-step", "2"))   # "killed" after step 2's checkpoint
-    assert sorted(os.listdir(part)) == ["checkpoint-00000002.pt", "stats.jsonl"]
+    assert sorted(os.listdir(part)) == ["checkpoint-00000002.pt", "samples", "stats.jsonl"]
     log = _torchrun(_args(train_dir, part, *common, "--resume", "latest"))
     assert "resumed from" in log and "at step 2" in log
 
