@@ -26,7 +26,9 @@ No atomics, so the gradients are deterministic.
 
 Scores, softmax statistics and accumulators are fp32. ``tl.dot`` takes its inputs in the input
 dtype (probabilities are cast to it before P @ V, as flash attention does); fp32 inputs use
-``input_precision="ieee"`` so results do not depend on TF32.
+``input_precision="ieee"`` so results do not depend on TF32. Casts to bf16 go through
+``_common._cast``, which rounds to nearest even under the interpreter too (its own cast truncates)
+and is a plain cast on a GPU.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import interpreting
+from ._common import _cast, interpreting
 
 # ----------------------------------------------------------------------------------------------
 # index helpers (inlined)
@@ -145,12 +147,12 @@ def _window_attention_fwd_kernel(Q, K, V, M, O, LSE, NM,
         alpha = tl.exp(m_i - m_new)
         p = tl.exp(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, DOT_PREC, UPCAST)
+        acc = acc * alpha[:, None] + _dot(_cast(p, v.dtype), v, DOT_PREC, UPCAST)
         m_i = m_new
 
     out = acc / l_i[:, None]
     tl.store(O + b * sob + qy[:, None] * soh + qx[:, None] * sow + ch[None, :] * soc,
-             out.to(O.dtype.element_ty), mask=m_ok[:, None] & d_ok[None, :])
+             _cast(out, O.dtype.element_ty), mask=m_ok[:, None] & d_ok[None, :])
     tl.store(LSE + pid * N + offs_m, m_i + tl.log(l_i), mask=m_ok)
 
     if HAS_MASK:
@@ -169,7 +171,7 @@ def _window_attention_fwd_kernel(Q, K, V, M, O, LSE, NM,
                 offs_n = start_n + tl.arange(0, BLOCK_N)
                 ny, nx = _token_yx(offs_n, wy, wx, H, W, shift, WS)
                 val = tl.zeros([BLOCK_N], tl.float32) + total
-                tl.store(NM + b * snb + ny * snh + nx * snw, val.to(NM.dtype.element_ty), mask=offs_n < N)
+                tl.store(NM + b * snb + ny * snh + nx * snw, _cast(val, NM.dtype.element_ty), mask=offs_n < N)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -249,14 +251,14 @@ def _window_attention_bwd_dkdv_kernel(Q, K, V, M, DO, LSE, DELTA, DK, DV,
         st = st + kbias[:, None]
         pt = tl.exp(st - lse[None, :])
         pt = tl.where(n_ok[:, None] & m_ok[None, :], pt, 0.0)
-        dv += _dot(pt.to(do.dtype), do, DOT_PREC, UPCAST)
+        dv += _dot(_cast(pt, do.dtype), do, DOT_PREC, UPCAST)
         dpt = _dot(v, tl.trans(do), DOT_PREC, UPCAST)
         dst = pt * (dpt - delta[None, :])
-        dk += _dot(dst.to(q.dtype), q, DOT_PREC, UPCAST)
+        dk += _dot(_cast(dst, q.dtype), q, DOT_PREC, UPCAST)
     dk = dk * scale
     g_off = b * sgb + ky[:, None] * sgh + kx[:, None] * sgw + ch[None, :] * sgc
-    tl.store(DK + g_off, dk.to(DK.dtype.element_ty), mask=kv_mask)
-    tl.store(DV + g_off, dv.to(DV.dtype.element_ty), mask=kv_mask)
+    tl.store(DK + g_off, _cast(dk, DK.dtype.element_ty), mask=kv_mask)
+    tl.store(DV + g_off, _cast(dv, DV.dtype.element_ty), mask=kv_mask)
 
 
 @triton.jit
@@ -306,10 +308,10 @@ def _window_attention_bwd_dq_kernel(Q, K, V, M, DO, LSE, DELTA, DQ,
         p = tl.where(m_ok[:, None] & n_ok[None, :], p, 0.0)
         dp = _dot(do, tl.trans(v), DOT_PREC, UPCAST)
         ds = p * (dp - delta[:, None])
-        dq += _dot(ds.to(k.dtype), k, DOT_PREC, UPCAST)
+        dq += _dot(_cast(ds, k.dtype), k, DOT_PREC, UPCAST)
     dq = dq * scale
     tl.store(DQ + b * sgb + qy[:, None] * sgh + qx[:, None] * sgw + ch[None, :] * sgc,
-             dq.to(DQ.dtype.element_ty), mask=q_mask)
+             _cast(dq, DQ.dtype.element_ty), mask=q_mask)
 
 
 # ----------------------------------------------------------------------------------------------
