@@ -49,3 +49,25 @@ def interpreting() -> bool:
     environment of today)."""
     return bool(INTERPRETED)
 
+
+INT32_LIMIT = 2 ** 31
+
+
+def image_span(t) -> int:
+    """Largest element offset of ``t`` within one batch entry: sum of (size - 1) * stride over
+    every dim but the first (0 for a tensor with an empty dim)."""
+    if t is None or t.numel() == 0:
+        return 0
+    return sum((n - 1) * abs(s) for n, s in zip(t.shape[1:], t.stride()[1:]))
+
+
+def needs_int64_offsets(*tensors, numel: int = 0) -> bool:
+    """Whether a kernel must compute element offsets in 64 bits (its ``OFFS_64`` constexpr).
+
+    The kernels always make the batch offset 64-bit (b is cast once per program) and Triton passes
+    strides >= 2**31 as int64 by itself; what overflows is a product of an int32 coordinate and an
+    int32 stride, or a flat index, past 2**31 - 1. That happens when one batch entry of some tensor
+    spans 2**31 elements or more (one huge image, or a slice of a huge fused tensor), or when a
+    flat index (``numel``, e.g. of the per-row statistics) reaches 2**31. Otherwise the 32-bit path
+    is taken, which compiles exactly as before."""
+    return numel >= INT32_LIMIT or any(image_span(t) >= INT32_LIMIT for t in tensors if t is not None)
