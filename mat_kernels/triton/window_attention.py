@@ -24,6 +24,22 @@ delta = rowsum(dO * O); ``_window_attention_bwd_dkdv_kernel`` (one program per k
 accumulate dk and dv; ``_window_attention_bwd_dq_kernel`` (one program per query block) loops over key blocks for dq.
 No atomics, so the gradients are deterministic.
 
+Saturated softmax (issue #16, finding 7): with one score far above the others (logits ~1e6)
+P is one-hot, O_i equals v_j* and the true dS = P (dP - delta) is exactly 0. Here delta_i =
+rowsum(dO_i * O_i) (an elementwise product and a tree sum, preprocess kernel) and dP_ij* =
+dO_i . v_j* (a ``tl.dot``) are the same number summed in different orders, so dS_ij* is their
+rounding difference, up to ~2 gamma_D |dO_i| |v_j*| (gamma_D = D u / (1 - D u), u the fp32 unit
+roundoff, |.| the Euclidean norm), and dq_i = scale sum_j dS_ij k_j / dk_j = scale sum_i dS_ij q_i
+carry it times scale |k| / |q|: noise of 1e-4 to 1e-3 at |q|, |k| ~ 1e3 where the gradient is 0
+(the bound is checked by tests/triton/test_window_attention.py::test_saturated_softmax_backward).
+The CUDA kernels compute delta and dP with the same fma order and get exact zeros. Not fixed:
+matching the orders would take delta = sum_j P_ij dP_ij from the kernels' own dP tiles, an
+extra pass over the keys in the backward (PyTorch's softmax backward does that), and tensor-core
+dots have no order a separate kernel could reproduce. Under the interpreter only, the dk/dv
+kernel's transposed scores dot(k, q^T) are not bit-identical to the forward's dot(q, k^T) (numpy's
+matmul is not transpose-consistent), so at such logits its recomputed P differs from the
+forward's by exp(a few ulp of the logit) and dv is off (1.95 of 7.2 measured at logits ~1e6).
+
 Scores, softmax statistics and accumulators are fp32. ``tl.dot`` takes its inputs in the input
 dtype (probabilities are cast to it before P @ V, as flash attention does); fp32 inputs use
 ``input_precision="ieee"`` so results do not depend on TF32. Casts to bf16 go through

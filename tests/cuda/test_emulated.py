@@ -238,3 +238,14 @@ def test_views_spanning_more_than_2_31_elements(emu):
     for name, got, exp in zip(("dq", "dk", "dv"), grads, torch.autograd.grad(ref, (rq, rk, rv), dout.double())):
         assert_close(got, exp, OP, "bwd", dtype=torch.float32, name=name)
 
+
+def test_saturated_softmax_backward_is_exact(emu):
+    """Issue #16, finding 7: logits ~1e6 make the softmax one-hot and the true dq, dk exactly 0.
+    The CUDA backward sums delta = dO . O and dP = dO . v in the same fma order, so dS and with it
+    dq and dk come out as exact zeros (the Triton backward's bound is documented in its module)."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 8, 8, 32, generator=g) * a for a in (1e3, 1e3, 1.0))
+    out, lse, _ = emu_fwd(emu, q, k, v, None, 8, 0, 1, 32 ** -0.5)
+    dq, dk, dv = emu_bwd(emu, torch.randn(out.shape, generator=g), q, k, v, None, out, lse, 8, 0, 1, 32 ** -0.5)
+    assert torch.count_nonzero(dq) == 0 and torch.count_nonzero(dk) == 0
+    assert torch.isfinite(dv).all() and dv.abs().max() > 0

@@ -152,6 +152,35 @@ def test_bf16_one_valid_token_scale_2_5():
     check_against_reference(2, 13, 26, 1, 30, 13, 0, mask, dtype=torch.bfloat16, scale=2.5)
 
 
+def test_saturated_softmax_backward():
+    """Issue #16, finding 7: logits ~1e6 (|q|, |k| ~ 1e3) make the softmax one-hot; the output is
+    exact and the true dq, dk are 0. The Triton backward's delta and dP are summed in different
+    orders (see the module docstring of mat_kernels.triton.window_attention), so dq, dk are their
+    rounding noise: checked against the documented bound scale * 2 gamma_D |dO| |v| times |k|
+    (dq) or the sum of |q| over the queries (dk). dv (the same as the reference's) is checked on
+    a GPU only: in the interpreter numpy's matmul is not transpose-consistent (documented)."""
+    B, H, W, D, ws = 1, 8, 8, 32, 8
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(B, H, W, D, generator=g, dtype=torch.float64) * a for a in (1e3, 1e3, 1.0))
+    leaves = [t.float().to(DEVICE).requires_grad_() for t in (q, k, v)]
+    out, _ = _triton(*leaves, None, window_size=ws, num_heads=1)
+    dout = torch.randn(out.shape, generator=g)
+    dq, dk, dv = (t.double().cpu() for t in torch.autograd.grad(out, leaves, dout.to(DEVICE)))
+    rq, rk, rv = (t.detach().double().cpu().requires_grad_() for t in leaves)
+    ref, _ = reference.window_attention(rq, rk, rv, None, window_size=ws, num_heads=1)
+    exp_dq, exp_dk, exp_dv = torch.autograd.grad(ref, (rq, rk, rv), dout.double())
+    assert exp_dq.abs().max() < 1e-300 and exp_dk.abs().max() < 1e-300, "the case is not saturated"
+    assert_close(out, ref, OP, "fwd", name="out")
+    u = 2.0 ** -24
+    gamma = D * u / (1 - D * u)
+    scale = D ** -0.5
+    noise = scale * 2 * gamma * dout.double().norm(dim=-1).max() * rv.detach().norm(dim=-1).max()
+    assert (dq - exp_dq).abs().max() <= noise * rk.detach().abs().max()
+    assert (dk - exp_dk).abs().max() <= noise * rq.detach().abs().sum(dim=(1, 2)).max()
+    if DEVICE == "cuda":
+        assert_close(dv, exp_dv, OP, "bwd", dtype=torch.float32, name="dv")
+
+
 def test_custom_scale_and_small_window():
     """scale argument, a window of 49 tokens (padded to a 64-token tile) and head_dim 128."""
     B, H, W, heads, d, ws = 1, 14, 14, 1, 128, 7
