@@ -5,6 +5,10 @@ Keys are (op, what, dtype): ``what`` is "fwd" for outputs and "bwd" for gradient
 backends are compared with the reference run in float32 (float64 for fp32 inputs) on the same
 inputs; low-precision dtypes get tolerances that cover their own rounding of the inputs and
 outputs (bf16 has 8 mantissa bits, fp16 11). Mask outputs must match exactly.
+
+The window attention's backend check (:func:`check_window_attention`) uses one rule instead:
+the error against the reference in float64 may be at most k times the reference's own error in
+the same dtype plus atol (:data:`REFERENCE_ERROR_RULE`, :func:`assert_within_reference_error`).
 """
 from __future__ import annotations
 
