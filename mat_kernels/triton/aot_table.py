@@ -57,7 +57,7 @@ def window_attention_configs():
             cfg = wa.device_config(ws, hd, dtype)
             launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], dtype=tt)
             geo = {"H": "i32", "W": "i32", "n_wx": "i32", "n_win": "i32", "num_heads": "i32", "shift": "i32"}
-            base_c = dict(WS=ws, HEAD_DIM=hd, BLOCK_M=cfg["BLOCK_M"], BLOCK_D=cfg["BLOCK_D"])
+            base_c = dict(WS=ws, HEAD_DIM=hd, BLOCK_M=cfg["BLOCK_M"], BLOCK_D=cfg["BLOCK_D"], OFFS_64=False)
             tag = f"{tt}_ws{ws}_s{shift}_d{hd}"
             # preprocess: no mask / shift dependence (shift is a runtime index offset)
             if shift == 0:
@@ -90,7 +90,14 @@ def window_attention_configs():
                 out.append(dict(name=f"bwd_dq_{mtag}", fn=wa._window_attention_bwd_dq_kernel, signature=dqs,
                                 constexprs=dict(cst, BLOCK_M=t["BLOCK_M"], BLOCK_N=t["BLOCK_N"]),
                                 mat_shape=mat, num_warps=t["num_warps"], num_stages=t["num_stages"], dtype=tt))
-    return out
+    return out + _offs64_variants(out, ("fp32_ws8_s4_d30_maskfp32", "bf16_ws16_s8_d30_masku8", "preprocess_fp16_ws8_s0"))
+
+
+def _offs64_variants(configs: List[dict], tags) -> List[dict]:
+    """The 64-bit offset path (images spanning >= 2**31 elements) of the configs whose name
+    contains one of ``tags``: it must compile; it is not a MAT shape (no spill requirement)."""
+    return [dict(c, name=c["name"] + "_offs64", constexprs=dict(c["constexprs"], OFFS_64=True), mat_shape=False)
+            for c in configs if any(t in c["name"] for t in tags)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -112,7 +119,7 @@ def mask_update_configs() -> List[dict]:
                            "shift": "i32"},
                 constexprs={"WS": ws, "BLOCK": triton.next_power_of_2(ws),
                             "WIN_BLOCK": mu.window_block(ws, 64 // ws), "IS_BOOL": dname == "bool",
-                            "IS_FP64": False},
+                            "IS_FP64": False, "OFFS_64": False},
                 num_warps=4, mat_shape=ws in (8, 16)))
         out = "*fp32" if dname == "bool" else ptr
         for k, stride in ((3, 1), (3, 2), (5, 1), (7, 1)):
@@ -123,9 +130,9 @@ def mask_update_configs() -> List[dict]:
                            "H_out": "i32", "W_out": "i32", "stride_b": "i32", "stride_h": "i32",
                            "stride_w": "i32"},
                 constexprs={"K": k, "STRIDE": stride, "BLOCK_H": mu.PCONV_BLOCK[0], "BLOCK_W": mu.PCONV_BLOCK[1],
-                            "IS_FP64": False},
+                            "IS_FP64": False, "OFFS_64": False},
                 num_warps=mu.PCONV_WARPS, mat_shape=k == 3))
-    return configs
+    return configs + _offs64_variants(configs, ("ws=16", "k=3 s=1"))
 
 
 # ----------------------------------------------------------------------------------------------

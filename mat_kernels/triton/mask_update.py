@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import _round_to
+from ._common import _round_to, needs_int64_offsets
 
 __all__ = ["window_mask_update_triton", "partial_conv_mask_update_triton", "pconv_out_shape"]
 
@@ -38,7 +38,7 @@ __all__ = ["window_mask_update_triton", "partial_conv_mask_update_triton", "pcon
 @triton.jit
 def _window_mask_update_kernel(m_ptr, out_ptr, H, W, n_win_h, n_win_w, stride_b, stride_h, stride_w,
                                shift, WS: tl.constexpr, BLOCK: tl.constexpr, WIN_BLOCK: tl.constexpr,
-                               IS_BOOL: tl.constexpr, IS_FP64: tl.constexpr):
+                               IS_BOOL: tl.constexpr, IS_FP64: tl.constexpr, OFFS_64: tl.constexpr):
     """One program per WIN_BLOCK consecutive windows of one window row of the shifted grid.
 
     m_ptr:   (B, H, W[, 1]) mask, element strides (stride_b, stride_h, stride_w); bool as uint8.
@@ -47,7 +47,8 @@ def _window_mask_update_kernel(m_ptr, out_ptr, H, W, n_win_h, n_win_w, stride_b,
     wy * n_win_w + wx. Its token (r, c) lives at ((wy*WS + r + shift) % H,
     (wx*WS + c + shift) % W) of the un-shifted grid, because roll(-shift) moves index i + shift
     to i. The tile is [WIN_BLOCK, BLOCK, BLOCK] with BLOCK = next power of two >= WS; lanes
-    outside the window or past the last window are masked off.
+    outside the window or past the last window are masked off. OFFS_64: row/column offsets in
+    64 bits (an image spanning >= 2**31 elements, see _common.needs_int64_offsets).
     """
     wy = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
@@ -57,6 +58,9 @@ def _window_mask_update_kernel(m_ptr, out_ptr, H, W, n_win_h, n_win_w, stride_b,
     inside = (wx < n_win_w) & (r < WS) & (c < WS)
     y = (wy * WS + r + shift) % H
     x = (wx * WS + c + shift) % W
+    if OFFS_64:
+        y = y.to(tl.int64)
+        x = x.to(tl.int64)
     v = tl.load(m_ptr + b * stride_b + y * stride_h + x * stride_w, mask=inside, other=0)
     if IS_BOOL:
         # any(): uint8 0/1 values, the max is 1 iff one token is valid.
@@ -76,7 +80,7 @@ def _window_mask_update_kernel(m_ptr, out_ptr, H, W, n_win_h, n_win_w, stride_b,
 def _partial_conv_mask_update_kernel(m_ptr, new_ptr, ratio_ptr, H, W, H_out, W_out,
                                      stride_b, stride_h, stride_w, K: tl.constexpr,
                                      STRIDE: tl.constexpr, BLOCK_H: tl.constexpr,
-                                     BLOCK_W: tl.constexpr, IS_FP64: tl.constexpr):
+                                     BLOCK_W: tl.constexpr, IS_FP64: tl.constexpr, OFFS_64: tl.constexpr):
     """One program per BLOCK_H x BLOCK_W tile of outputs of one image.
 
     m_ptr:   (B, 1, H, W) mask with element strides (stride_b, -, stride_h, stride_w); bool as
@@ -84,7 +88,8 @@ def _partial_conv_mask_update_kernel(m_ptr, new_ptr, ratio_ptr, H, W, H_out, W_o
              for bool masks, else the mask's dtype).
     Grid: (cdiv(W_out, BLOCK_W), cdiv(H_out, BLOCK_H), B).
     Output (oy, ox) counts inputs (oy*STRIDE - K//2 + i, ox*STRIDE - K//2 + j), i, j < K;
-    out-of-image taps are the conv's zero padding.
+    out-of-image taps are the conv's zero padding. OFFS_64: row/column offsets in 64 bits (an
+    input or output image spanning >= 2**31 elements).
     """
     pid_w = tl.program_id(0)
     pid_h = tl.program_id(1)
@@ -93,6 +98,9 @@ def _partial_conv_mask_update_kernel(m_ptr, new_ptr, ratio_ptr, H, W, H_out, W_o
     ACC: tl.constexpr = tl.float64 if IS_FP64 else tl.float32
     oy = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)[:, None]
     ox = pid_w * BLOCK_W + tl.arange(0, BLOCK_W)[None, :]
+    if OFFS_64:
+        oy = oy.to(tl.int64)
+        ox = ox.to(tl.int64)
     valid_out = (oy < H_out) & (ox < W_out)
     base = m_ptr + b * stride_b
     s = tl.zeros([BLOCK_H, BLOCK_W], dtype=ACC)
@@ -161,7 +169,7 @@ def window_mask_update_triton(mask: torch.Tensor, window_size: int, shift_size: 
     _window_mask_update_kernel[grid](
         m, out, H, W, H // ws, n_win_w, m.stride(0), m.stride(1), m.stride(2), shift_size,
         WS=ws, BLOCK=block, WIN_BLOCK=win_block, IS_BOOL=mask.dtype == torch.bool,
-        IS_FP64=mask.dtype == torch.float64, num_warps=4)
+        IS_FP64=mask.dtype == torch.float64, OFFS_64=needs_int64_offsets(m, out), num_warps=4)
     return out.view(mask.dtype)
 
 
@@ -188,5 +196,5 @@ def partial_conv_mask_update_triton(mask: torch.Tensor, kernel_size: int, stride
     _partial_conv_mask_update_kernel[grid](
         m, new, ratio, mask.shape[2], mask.shape[3], H_out, W_out, m.stride(0), m.stride(2), m.stride(3),
         K=kernel_size, STRIDE=stride, BLOCK_H=bh, BLOCK_W=bw, IS_FP64=dtype == torch.float64,
-        num_warps=PCONV_WARPS)
+        OFFS_64=needs_int64_offsets(m, new), num_warps=PCONV_WARPS)
     return new, ratio

@@ -24,9 +24,29 @@ delta = rowsum(dO * O); ``_window_attention_bwd_dkdv_kernel`` (one program per k
 accumulate dk and dv; ``_window_attention_bwd_dq_kernel`` (one program per query block) loops over key blocks for dq.
 No atomics, so the gradients are deterministic.
 
+Saturated softmax (issue #16, finding 7): with one score far above the others (logits ~1e6)
+P is one-hot, O_i equals v_j* and the true dS = P (dP - delta) is exactly 0. Here delta_i =
+rowsum(dO_i * O_i) (an elementwise product and a tree sum, preprocess kernel) and dP_ij* =
+dO_i . v_j* (a ``tl.dot``) are the same number summed in different orders, so dS_ij* is their
+rounding difference, up to ~2 gamma_D |dO_i| |v_j*| (gamma_D = D u / (1 - D u), u the fp32 unit
+roundoff, |.| the Euclidean norm), and dq_i = scale sum_j dS_ij k_j / dk_j = scale sum_i dS_ij q_i
+carry it times scale |k| / |q|: noise of 1e-4 to 1e-3 at |q|, |k| ~ 1e3 where the gradient is 0
+(the bound is checked by tests/triton/test_window_attention.py::test_saturated_softmax_backward).
+The CUDA kernels compute delta and dP with the same fma order and get exact zeros. Not fixed:
+matching the orders would take delta = sum_j P_ij dP_ij from the kernels' own dP tiles, an
+extra pass over the keys in the backward (PyTorch's softmax backward does that), and tensor-core
+dots have no order a separate kernel could reproduce. Under the interpreter only, the dk/dv
+kernel's transposed scores dot(k, q^T) are not bit-identical to the forward's dot(q, k^T) (numpy's
+matmul is not transpose-consistent), so at such logits its recomputed P differs from the
+forward's by exp(a few ulp of the logit) and dv is off (1.95 of 7.2 measured at logits ~1e6).
+
 Scores, softmax statistics and accumulators are fp32. ``tl.dot`` takes its inputs in the input
 dtype (probabilities are cast to it before P @ V, as flash attention does); fp32 inputs use
-``input_precision="ieee"`` so results do not depend on TF32.
+``input_precision="ieee"`` so results do not depend on TF32. Casts to bf16 go through
+``_common._cast``, which rounds to nearest even under the interpreter too (its own cast truncates)
+and is a plain cast on a GPU. ``OFFS_64`` (chosen by the launchers, see
+``_common.needs_int64_offsets``) makes token coordinates, channels and row-statistic indices int64
+for tensors whose image spans >= 2**31 elements; the common case compiles as before.
 """
 from __future__ import annotations
 
@@ -35,7 +55,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import interpreting
+from ._common import _cast, interpreting, needs_int64_offsets
 
 # ----------------------------------------------------------------------------------------------
 # index helpers (inlined)
@@ -55,9 +75,34 @@ def _program_window(pid, num_heads, n_win, n_wx):
 
 
 @triton.jit
-def _token_yx(n, wy, wx, H, W, shift, WS: tl.constexpr):
-    """Image row/col of window tokens ``n`` (rolled-frame window (wy, wx), rolled back by shift)."""
-    return (wy * WS + n // WS + shift) % H, (wx * WS + n % WS + shift) % W
+def _token_yx(n, wy, wx, H, W, shift, WS: tl.constexpr, OFFS_64: tl.constexpr):
+    """Image row/col of window tokens ``n`` (rolled-frame window (wy, wx), rolled back by shift).
+    OFFS_64 (an image of some tensor spans >= 2**31 elements): as int64, so that every offset
+    product with a stride is 64-bit; otherwise int32, as the common case compiles best."""
+    y = (wy * WS + n // WS + shift) % H
+    x = (wx * WS + n % WS + shift) % W
+    if OFFS_64:
+        return y.to(tl.int64), x.to(tl.int64)
+    else:
+        return y, x
+
+
+@triton.jit
+def _channels(h, offs_d, HEAD_DIM: tl.constexpr, OFFS_64: tl.constexpr):
+    """Channel indices of head ``h`` (int64 under OFFS_64, see _token_yx)."""
+    if OFFS_64:
+        return h.to(tl.int64) * HEAD_DIM + offs_d
+    else:
+        return h * HEAD_DIM + offs_d
+
+
+@triton.jit
+def _row_base(pid, N: tl.constexpr, OFFS_64: tl.constexpr):
+    """First index of program ``pid``'s rows in the (B * nW * heads, N) row statistics."""
+    if OFFS_64:
+        return pid.to(tl.int64) * N
+    else:
+        return pid * N
 
 
 @triton.jit
@@ -103,7 +148,8 @@ def _window_attention_fwd_kernel(Q, K, V, M, O, LSE, NM,
                 H, W, n_wx, n_win, num_heads, shift, scale,
                 WS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
                 BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HAS_MASK: tl.constexpr,
-                HAS_SHIFT: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr):
+                HAS_SHIFT: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
+                OFFS_64: tl.constexpr):
     N: tl.constexpr = WS * WS
     pid_m = tl.program_id(0)
     pid = tl.program_id(1)  # ((b * n_win) + window) * num_heads + head
@@ -113,8 +159,8 @@ def _window_attention_fwd_kernel(Q, K, V, M, O, LSE, NM,
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < HEAD_DIM
     m_ok = offs_m < N
-    ch = h * HEAD_DIM + offs_d
-    qy, qx = _token_yx(offs_m, wy, wx, H, W, shift, WS)
+    ch = _channels(h, offs_d, HEAD_DIM, OFFS_64)
+    qy, qx = _token_yx(offs_m, wy, wx, H, W, shift, WS, OFFS_64)
     q_ptrs = Q + b * sqb + qy[:, None] * sqh + qx[:, None] * sqw + ch[None, :] * sqc
     q = tl.load(q_ptrs, mask=m_ok[:, None] & d_ok[None, :], other=0.0)
     if HAS_SHIFT:
@@ -126,7 +172,7 @@ def _window_attention_fwd_kernel(Q, K, V, M, O, LSE, NM,
     for start_n in range(0, N, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         n_ok = offs_n < N
-        ky, kx = _token_yx(offs_n, wy, wx, H, W, shift, WS)
+        ky, kx = _token_yx(offs_n, wy, wx, H, W, shift, WS, OFFS_64)
         kv_mask = n_ok[:, None] & d_ok[None, :]
         k = tl.load(K + b * skb + ky[:, None] * skh + kx[:, None] * skw + ch[None, :] * skc,
                     mask=kv_mask, other=0.0)
@@ -145,13 +191,13 @@ def _window_attention_fwd_kernel(Q, K, V, M, O, LSE, NM,
         alpha = tl.exp(m_i - m_new)
         p = tl.exp(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, DOT_PREC, UPCAST)
+        acc = acc * alpha[:, None] + _dot(_cast(p, v.dtype), v, DOT_PREC, UPCAST)
         m_i = m_new
 
     out = acc / l_i[:, None]
     tl.store(O + b * sob + qy[:, None] * soh + qx[:, None] * sow + ch[None, :] * soc,
-             out.to(O.dtype.element_ty), mask=m_ok[:, None] & d_ok[None, :])
-    tl.store(LSE + pid * N + offs_m, m_i + tl.log(l_i), mask=m_ok)
+             _cast(out, O.dtype.element_ty), mask=m_ok[:, None] & d_ok[None, :])
+    tl.store(LSE + _row_base(pid, N, OFFS_64) + offs_m, m_i + tl.log(l_i), mask=m_ok)
 
     if HAS_MASK:
         if (h == 0) & (pid_m == 0):
@@ -162,14 +208,14 @@ def _window_attention_fwd_kernel(Q, K, V, M, O, LSE, NM,
             msum = tl.zeros([BLOCK_N], tl.float32)
             for start_n in range(0, N, BLOCK_N):
                 offs_n = start_n + tl.arange(0, BLOCK_N)
-                ny, nx = _token_yx(offs_n, wy, wx, H, W, shift, WS)
+                ny, nx = _token_yx(offs_n, wy, wx, H, W, shift, WS, OFFS_64)
                 msum += tl.load(M + b * smb + ny * smh + nx * smw, mask=offs_n < N, other=0).to(tl.float32)
             total = tl.minimum(tl.maximum(tl.sum(msum, 0), 0.0), 1.0)
             for start_n in range(0, N, BLOCK_N):
                 offs_n = start_n + tl.arange(0, BLOCK_N)
-                ny, nx = _token_yx(offs_n, wy, wx, H, W, shift, WS)
+                ny, nx = _token_yx(offs_n, wy, wx, H, W, shift, WS, OFFS_64)
                 val = tl.zeros([BLOCK_N], tl.float32) + total
-                tl.store(NM + b * snb + ny * snh + nx * snw, val.to(NM.dtype.element_ty), mask=offs_n < N)
+                tl.store(NM + b * snb + ny * snh + nx * snw, _cast(val, NM.dtype.element_ty), mask=offs_n < N)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -180,7 +226,7 @@ def _window_attention_bwd_preprocess_kernel(O, DO, DELTA,
                     sob, soh, sow, soc, sdb, sdh, sdw, sdc,
                     H, W, n_wx, n_win, num_heads, shift,
                     WS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
-                    BLOCK_D: tl.constexpr):
+                    BLOCK_D: tl.constexpr, OFFS_64: tl.constexpr):
     """delta[row] = sum_d dO[row, d] * O[row, d] in fp32, rows in (window, head, token) order."""
     N: tl.constexpr = WS * WS
     pid_m = tl.program_id(0)
@@ -190,12 +236,12 @@ def _window_attention_bwd_preprocess_kernel(O, DO, DELTA,
     offs_d = tl.arange(0, BLOCK_D)
     m_ok = offs_m < N
     ld = m_ok[:, None] & (offs_d < HEAD_DIM)[None, :]
-    ch = h * HEAD_DIM + offs_d
-    y, x = _token_yx(offs_m, wy, wx, H, W, shift, WS)
+    ch = _channels(h, offs_d, HEAD_DIM, OFFS_64)
+    y, x = _token_yx(offs_m, wy, wx, H, W, shift, WS, OFFS_64)
     o = tl.load(O + b * sob + y[:, None] * soh + x[:, None] * sow + ch[None, :] * soc, mask=ld, other=0.0)
     do = tl.load(DO + b * sdb + y[:, None] * sdh + x[:, None] * sdw + ch[None, :] * sdc, mask=ld, other=0.0)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
-    tl.store(DELTA + pid * N + offs_m, delta, mask=m_ok)
+    tl.store(DELTA + _row_base(pid, N, OFFS_64) + offs_m, delta, mask=m_ok)
 
 
 @triton.jit
@@ -205,7 +251,8 @@ def _window_attention_bwd_dkdv_kernel(Q, K, V, M, DO, LSE, DELTA, DK, DV,
               H, W, n_wx, n_win, num_heads, shift, scale,
               WS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
               BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HAS_MASK: tl.constexpr,
-              HAS_SHIFT: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr):
+              HAS_SHIFT: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
+                OFFS_64: tl.constexpr):
     """dk, dv of one key block: loop over query blocks with transposed scores (keys x queries).
     DK and DV share the strides (sgb, sgh, sgw, sgc)."""
     N: tl.constexpr = WS * WS
@@ -217,8 +264,8 @@ def _window_attention_bwd_dkdv_kernel(Q, K, V, M, DO, LSE, DELTA, DK, DV,
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < HEAD_DIM
     n_ok = offs_n < N
-    ch = h * HEAD_DIM + offs_d
-    ky, kx = _token_yx(offs_n, wy, wx, H, W, shift, WS)
+    ch = _channels(h, offs_d, HEAD_DIM, OFFS_64)
+    ky, kx = _token_yx(offs_n, wy, wx, H, W, shift, WS, OFFS_64)
     kv_mask = n_ok[:, None] & d_ok[None, :]
     k = tl.load(K + b * skb + ky[:, None] * skh + kx[:, None] * skw + ch[None, :] * skc, mask=kv_mask, other=0.0)
     v = tl.load(V + b * svb + ky[:, None] * svh + kx[:, None] * svw + ch[None, :] * svc, mask=kv_mask, other=0.0)
@@ -235,13 +282,13 @@ def _window_attention_bwd_dkdv_kernel(Q, K, V, M, DO, LSE, DELTA, DK, DV,
     for start_m in range(0, N, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
         m_ok = offs_m < N
-        qy, qx = _token_yx(offs_m, wy, wx, H, W, shift, WS)
+        qy, qx = _token_yx(offs_m, wy, wx, H, W, shift, WS, OFFS_64)
         q_mask = m_ok[:, None] & d_ok[None, :]
         q = tl.load(Q + b * sqb + qy[:, None] * sqh + qx[:, None] * sqw + ch[None, :] * sqc, mask=q_mask, other=0.0)
         do = tl.load(DO + b * sdb + qy[:, None] * sdh + qx[:, None] * sdw + ch[None, :] * sdc,
                      mask=q_mask, other=0.0)
-        lse = tl.load(LSE + pid * N + offs_m, mask=m_ok, other=0.0)
-        delta = tl.load(DELTA + pid * N + offs_m, mask=m_ok, other=0.0)
+        lse = tl.load(LSE + _row_base(pid, N, OFFS_64) + offs_m, mask=m_ok, other=0.0)
+        delta = tl.load(DELTA + _row_base(pid, N, OFFS_64) + offs_m, mask=m_ok, other=0.0)
         st = _dot(k, tl.trans(q), DOT_PREC, UPCAST) * scale  # (BLOCK_N, BLOCK_M)
         if HAS_SHIFT:
             q_reg = _region(offs_m, last_y, last_x, shift, WS)
@@ -249,14 +296,14 @@ def _window_attention_bwd_dkdv_kernel(Q, K, V, M, DO, LSE, DELTA, DK, DV,
         st = st + kbias[:, None]
         pt = tl.exp(st - lse[None, :])
         pt = tl.where(n_ok[:, None] & m_ok[None, :], pt, 0.0)
-        dv += _dot(pt.to(do.dtype), do, DOT_PREC, UPCAST)
+        dv += _dot(_cast(pt, do.dtype), do, DOT_PREC, UPCAST)
         dpt = _dot(v, tl.trans(do), DOT_PREC, UPCAST)
         dst = pt * (dpt - delta[None, :])
-        dk += _dot(dst.to(q.dtype), q, DOT_PREC, UPCAST)
+        dk += _dot(_cast(dst, q.dtype), q, DOT_PREC, UPCAST)
     dk = dk * scale
     g_off = b * sgb + ky[:, None] * sgh + kx[:, None] * sgw + ch[None, :] * sgc
-    tl.store(DK + g_off, dk.to(DK.dtype.element_ty), mask=kv_mask)
-    tl.store(DV + g_off, dv.to(DV.dtype.element_ty), mask=kv_mask)
+    tl.store(DK + g_off, _cast(dk, DK.dtype.element_ty), mask=kv_mask)
+    tl.store(DV + g_off, _cast(dv, DV.dtype.element_ty), mask=kv_mask)
 
 
 @triton.jit
@@ -266,7 +313,8 @@ def _window_attention_bwd_dq_kernel(Q, K, V, M, DO, LSE, DELTA, DQ,
             H, W, n_wx, n_win, num_heads, shift, scale,
             WS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
             BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HAS_MASK: tl.constexpr,
-            HAS_SHIFT: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr):
+            HAS_SHIFT: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
+                OFFS_64: tl.constexpr):
     """dq of one query block: loop over key blocks."""
     N: tl.constexpr = WS * WS
     pid_m = tl.program_id(0)
@@ -277,13 +325,13 @@ def _window_attention_bwd_dq_kernel(Q, K, V, M, DO, LSE, DELTA, DQ,
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < HEAD_DIM
     m_ok = offs_m < N
-    ch = h * HEAD_DIM + offs_d
-    qy, qx = _token_yx(offs_m, wy, wx, H, W, shift, WS)
+    ch = _channels(h, offs_d, HEAD_DIM, OFFS_64)
+    qy, qx = _token_yx(offs_m, wy, wx, H, W, shift, WS, OFFS_64)
     q_mask = m_ok[:, None] & d_ok[None, :]
     q = tl.load(Q + b * sqb + qy[:, None] * sqh + qx[:, None] * sqw + ch[None, :] * sqc, mask=q_mask, other=0.0)
     do = tl.load(DO + b * sdb + qy[:, None] * sdh + qx[:, None] * sdw + ch[None, :] * sdc, mask=q_mask, other=0.0)
-    lse = tl.load(LSE + pid * N + offs_m, mask=m_ok, other=0.0)
-    delta = tl.load(DELTA + pid * N + offs_m, mask=m_ok, other=0.0)
+    lse = tl.load(LSE + _row_base(pid, N, OFFS_64) + offs_m, mask=m_ok, other=0.0)
+    delta = tl.load(DELTA + _row_base(pid, N, OFFS_64) + offs_m, mask=m_ok, other=0.0)
     if HAS_SHIFT:
         q_reg = _region(offs_m, last_y, last_x, shift, WS)
 
@@ -291,7 +339,7 @@ def _window_attention_bwd_dq_kernel(Q, K, V, M, DO, LSE, DELTA, DQ,
     for start_n in range(0, N, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         n_ok = offs_n < N
-        ky, kx = _token_yx(offs_n, wy, wx, H, W, shift, WS)
+        ky, kx = _token_yx(offs_n, wy, wx, H, W, shift, WS, OFFS_64)
         kv_mask = n_ok[:, None] & d_ok[None, :]
         k = tl.load(K + b * skb + ky[:, None] * skh + kx[:, None] * skw + ch[None, :] * skc, mask=kv_mask, other=0.0)
         v = tl.load(V + b * svb + ky[:, None] * svh + kx[:, None] * svw + ch[None, :] * svc, mask=kv_mask, other=0.0)
@@ -306,10 +354,10 @@ def _window_attention_bwd_dq_kernel(Q, K, V, M, DO, LSE, DELTA, DQ,
         p = tl.where(m_ok[:, None] & n_ok[None, :], p, 0.0)
         dp = _dot(do, tl.trans(v), DOT_PREC, UPCAST)
         ds = p * (dp - delta[:, None])
-        dq += _dot(ds.to(k.dtype), k, DOT_PREC, UPCAST)
+        dq += _dot(_cast(ds, k.dtype), k, DOT_PREC, UPCAST)
     dq = dq * scale
     tl.store(DQ + b * sgb + qy[:, None] * sgh + qx[:, None] * sgw + ch[None, :] * sgc,
-             dq.to(DQ.dtype.element_ty), mask=q_mask)
+             _cast(dq, DQ.dtype.element_ty), mask=q_mask)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -419,13 +467,14 @@ def window_attention_fwd(launch, q, k, v, mask, out, lse, new_mask, window_size,
         m, smb, smh, smw = q, 0, 0, 0
         nm, snb, snh, snw = q, 0, 0, 0
     grid = (triton.cdiv(N, cfg["BLOCK_M"]), B * n_win * num_heads)
+    offs_64 = needs_int64_offsets(q, k, v, mask, out, new_mask if has_mask else None, numel=lse.numel())
     launch(_window_attention_fwd_kernel)[grid](
         q, k, v, m, out, lse, nm,
         *q.stride(), *k.stride(), *v.stride(), smb, smh, smw, *out.stride(), snb, snh, snw,
         H, W, n_wx, n_win, num_heads, shift_size, scale,
         WS=window_size, HEAD_DIM=head_dim, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
         BLOCK_D=cfg["BLOCK_D"], HAS_MASK=has_mask, HAS_SHIFT=shift_size > 0,
-        DOT_PREC=DOT_PREC, UPCAST=_upcast(q.dtype), num_warps=cfg["num_warps"],
+        DOT_PREC=DOT_PREC, UPCAST=_upcast(q.dtype), OFFS_64=offs_64, num_warps=cfg["num_warps"],
         num_stages=cfg["num_stages"])
 
 
@@ -444,12 +493,13 @@ def window_attention_bwd(launch, dout, q, k, v, mask, out, lse, delta, dq, dk, d
     else:
         m, smb, smh, smw = q, 0, 0, 0
     rows = B * n_win * num_heads
+    offs_64 = needs_int64_offsets(q, k, v, mask, out, dout, dq, dk, numel=lse.numel())
     launch(_window_attention_bwd_preprocess_kernel)[(triton.cdiv(N, cfg["BLOCK_M"]), rows)](
         out, dout, delta, *out.stride(), *dout.stride(), H, W, n_wx, n_win, num_heads, shift_size,
         WS=window_size, HEAD_DIM=head_dim, BLOCK_M=cfg["BLOCK_M"], BLOCK_D=cfg["BLOCK_D"],
-        num_warps=cfg["num_warps"])
+        OFFS_64=offs_64, num_warps=cfg["num_warps"])
     common = dict(WS=window_size, HEAD_DIM=head_dim, BLOCK_D=cfg["BLOCK_D"], HAS_MASK=has_mask,
-                  HAS_SHIFT=shift_size > 0, DOT_PREC=DOT_PREC, UPCAST=_upcast(q.dtype))
+                  HAS_SHIFT=shift_size > 0, DOT_PREC=DOT_PREC, UPCAST=_upcast(q.dtype), OFFS_64=offs_64)
     t = kernel_tiles(cfg, "dkdv")
     launch(_window_attention_bwd_dkdv_kernel)[(triton.cdiv(N, t["BLOCK_N"]), rows)](
         q, k, v, m, dout, lse, delta, dk, dv,

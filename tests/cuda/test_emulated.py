@@ -199,3 +199,53 @@ def test_partial_conv_mask_update(emu, dtype):
         if dtype in (torch.float16, torch.bfloat16):
             exp_mask32, exp_ratio32 = reference.partial_conv_mask_update(mask.float(), kernel_size=ksize, stride=stride)
             assert torch.equal(new, exp_mask32.to(dtype)) and torch.equal(ratio, exp_ratio32.to(dtype))
+
+
+def test_views_spanning_more_than_2_31_elements(emu):
+    """Issue #16, finding 3: a mask view whose rows are 73.8M elements apart (the last one past
+    2**31, over a 2.3 GB bool base) is indexed with 64-bit offsets by every kernel: the mask
+    updates and the attention's key bias, mask update and backward match the reference."""
+    SH = 73_800_000
+    base = torch.zeros(31 * SH + 64, dtype=torch.bool)
+    vals = torch.rand(32, 16, generator=torch.Generator().manual_seed(5)) > 0.6
+    vals[:16, :16] = False  # an all-hole window
+    for y in range(32):
+        base[y * SH: y * SH + 16] = vals[y]
+    m3 = base.as_strided((1, 32, 16), (0, SH, 1))
+    new = torch.empty(1, 32, 16, dtype=torch.bool)
+    _check(emu.emu_window_mask_update(_ptr(m3), DT[torch.bool], _strides(m3, 3), _ptr(new), 1, 32, 16, 16, 8))
+    assert_mask_equal(new, reference.window_mask_update(vals[None], window_size=16, shift_size=8))
+
+    m4 = base.as_strided((1, 1, 32, 16), (0, 0, SH, 1))
+    exp_mask, exp_ratio = reference.partial_conv_mask_update(vals[None, None], kernel_size=3, stride=1)
+    new4, ratio = torch.empty_like(exp_mask), torch.empty_like(exp_ratio)
+    _check(emu.emu_partial_conv_mask_update(_ptr(m4), DT[torch.bool], _strides(m4, 4), _ptr(new4), _ptr(ratio),
+                                            DT[torch.float32], 1, 32, 16, 32, 16, 3, 1))
+    assert_mask_equal(new4, exp_mask)
+    assert_mask_equal(ratio, exp_ratio)
+
+    g = torch.Generator().manual_seed(6)
+    q, k, v = _make_qkv(1, 32, 16, 32, torch.float32, "contiguous", g)
+    mask = base.as_strided((1, 32, 16, 1), (0, SH, 1, 1))
+    out, lse, new_mask = emu_fwd(emu, q, k, v, mask, 16, 8, 2, 0.25)
+    rq, rk, rv = (t.double().requires_grad_() for t in (q, k, v))
+    ref, ref_mask = reference.window_attention(rq, rk, rv, vals[None, :, :, None], window_size=16, shift_size=8,
+                                               num_heads=2, scale=0.25)
+    assert_close(out, ref, OP, "fwd", name="out")
+    assert_mask_equal(new_mask, ref_mask)
+    dout = torch.randn(out.shape, generator=g)
+    grads = emu_bwd(emu, dout, q, k, v, mask, out, lse, 16, 8, 2, 0.25)
+    for name, got, exp in zip(("dq", "dk", "dv"), grads, torch.autograd.grad(ref, (rq, rk, rv), dout.double())):
+        assert_close(got, exp, OP, "bwd", dtype=torch.float32, name=name)
+
+
+def test_saturated_softmax_backward_is_exact(emu):
+    """Issue #16, finding 7: logits ~1e6 make the softmax one-hot and the true dq, dk exactly 0.
+    The CUDA backward sums delta = dO . O and dP = dO . v in the same fma order, so dS and with it
+    dq and dk come out as exact zeros (the Triton backward's bound is documented in its module)."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 8, 8, 32, generator=g) * a for a in (1e3, 1e3, 1.0))
+    out, lse, _ = emu_fwd(emu, q, k, v, None, 8, 0, 1, 32 ** -0.5)
+    dq, dk, dv = emu_bwd(emu, torch.randn(out.shape, generator=g), q, k, v, None, out, lse, 8, 0, 1, 32 ** -0.5)
+    assert torch.count_nonzero(dq) == 0 and torch.count_nonzero(dk) == 0
+    assert torch.isfinite(dv).all() and dv.abs().max() > 0

@@ -123,6 +123,64 @@ def test_low_precision(dtype):
     check_against_reference(1, 16, 16, 2, 30, 8, 4, mask, dtype=dtype)
 
 
+def test_bf16_new_mask_rounds_fractional_sums_to_nearest():
+    """Issue #16, finding 4: the interpreter's fp32 -> bf16 cast truncates; the kernels round to
+    nearest even as the GPU (and torch.sum) do, so bf16 new masks with fractional window sums
+    are bit-exact. Masks of multiples of 1/1024 (exact in bf16) sum exactly in fp32; their sums
+    have up to 10 significant bits, more than bf16's 8, so the sums must be rounded."""
+    B, H, W, ws = 1, 16, 16, 8
+    rounded = truncated_differs = 0
+    for seed in range(4):
+        g = torch.Generator().manual_seed(seed)
+        frac = torch.randint(1, 256, (B, H, W, 1), generator=g) / 1024.0
+        mask = (frac * (torch.rand(B, H, W, 1, generator=g) < 0.05)).to(torch.bfloat16)
+        sums = mask.float().view(B, H // ws, ws, W // ws, ws).sum(dim=(2, 4)).flatten()
+        bits = sums.view(torch.int32)
+        truncated_differs += int((((bits & 0xFFFF) > 0x8000) & (sums < 1)).sum())  # rn != truncation
+        rounded += int(((bits & 0xFFFF) != 0).sum())
+        check_against_reference(B, H, W, 1, 16, ws, 0, mask, dtype=torch.bfloat16, seed=seed, backward=False)
+    assert truncated_differs > 0 and rounded > 0, "no window sum needed rounding up: the test cannot fail"
+
+
+def test_bf16_one_valid_token_scale_2_5():
+    """Issue #16, findings 4 and 8: bf16, window 13, one valid token per window, scale 2.5. The
+    output is a valid token's v up to rounding; with the interpreter's truncating bf16 casts it
+    was 1 ulp off (8500 x the reference's own bf16 error), and dq / dk 25000 x. Checked by the
+    rule relative to the reference's own error in bf16."""
+    mask = make_mask("one_valid_per_window", 2, 13, 26, 13, generator=torch.Generator().manual_seed(1),
+                     dtype=torch.float32)
+    check_against_reference(2, 13, 26, 1, 30, 13, 0, mask, dtype=torch.bfloat16, scale=2.5)
+
+
+def test_saturated_softmax_backward():
+    """Issue #16, finding 7: logits ~1e6 (|q|, |k| ~ 1e3) make the softmax one-hot; the output is
+    exact and the true dq, dk are 0. The Triton backward's delta and dP are summed in different
+    orders (see the module docstring of mat_kernels.triton.window_attention), so dq, dk are their
+    rounding noise: checked against the documented bound scale * 2 gamma_D |dO| |v| times |k|
+    (dq) or the sum of |q| over the queries (dk). dv (the same as the reference's) is checked on
+    a GPU only: in the interpreter numpy's matmul is not transpose-consistent (documented)."""
+    B, H, W, D, ws = 1, 8, 8, 32, 8
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(B, H, W, D, generator=g, dtype=torch.float64) * a for a in (1e3, 1e3, 1.0))
+    leaves = [t.float().to(DEVICE).requires_grad_() for t in (q, k, v)]
+    out, _ = _triton(*leaves, None, window_size=ws, num_heads=1)
+    dout = torch.randn(out.shape, generator=g)
+    dq, dk, dv = (t.double().cpu() for t in torch.autograd.grad(out, leaves, dout.to(DEVICE)))
+    rq, rk, rv = (t.detach().double().cpu().requires_grad_() for t in leaves)
+    ref, _ = reference.window_attention(rq, rk, rv, None, window_size=ws, num_heads=1)
+    exp_dq, exp_dk, exp_dv = torch.autograd.grad(ref, (rq, rk, rv), dout.double())
+    assert exp_dq.abs().max() < 1e-300 and exp_dk.abs().max() < 1e-300, "the case is not saturated"
+    assert_close(out, ref, OP, "fwd", name="out")
+    u = 2.0 ** -24
+    gamma = D * u / (1 - D * u)
+    scale = D ** -0.5
+    noise = scale * 2 * gamma * dout.double().norm(dim=-1).max() * rv.detach().norm(dim=-1).max()
+    assert (dq - exp_dq).abs().max() <= noise * rk.detach().abs().max()
+    assert (dk - exp_dk).abs().max() <= noise * rq.detach().abs().sum(dim=(1, 2)).max()
+    if DEVICE == "cuda":
+        assert_close(dv, exp_dv, OP, "bwd", dtype=torch.float32, name="dv")
+
+
 def test_custom_scale_and_small_window():
     """scale argument, a window of 49 tokens (padded to a 64-token tile) and head_dim 128."""
     B, H, W, heads, d, ws = 1, 14, 14, 1, 128, 7
