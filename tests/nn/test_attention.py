@@ -15,6 +15,15 @@ def _block_cases(cases):
     return [c for c in cases["cases"] if c["kind"] == "swin_block"]
 
 
+def _block_case(cases, index):
+    """The Swin block case at ``index`` of the full recorded file (the shipped subset keeps each
+    case's position there as ``full_index``)."""
+    for position, case in enumerate(cases["cases"]):
+        if case.get("full_index", position) == index:
+            return case
+    pytest.skip(f"block case {index} is only in the full official_cases.pt (see the README's Tests section)")
+
+
 def _block(case):
     r = case["resolution"]
     blk = SwinTransformerBlock(case["dim"], (r, r), case["num_heads"], window_size=case["window_size"],
@@ -25,7 +34,7 @@ def _block(case):
 
 @pytest.mark.parametrize("index", range(6))
 def test_block_reproduces_official_outputs(official_cases, index):
-    case = _block_cases(official_cases)[index]
+    case = _block_case(official_cases, index)
     blk = _block(case)
     r = case["resolution"]
     with torch.no_grad():
