@@ -242,7 +242,7 @@ def _check_sizes(parser, images, masks):
         if mp is None:
             continue
         try:
-            msize = io.image_size(mp)
+            msize = io.image_size(mp, mask=True)
         except ValueError as exc:
             parser.error(f"--mask: {exc}")
         if msize != isize:
@@ -318,7 +318,7 @@ class _Reporter:
                       if next(m.parameters(recurse=False), None) is not None
                       or next(m.buffers(recurse=False), None) is not None]
         self.n_images, self.per_image, self.calls = n_images, max(len(layers), 1), 0
-        self.bar = tqdm(total=n_images * self.per_image, disable=self.quiet, file=sys.stderr, unit="%",
+        self.bar = tqdm(total=n_images * self.per_image, disable=self.quiet, file=sys.stderr, desc=PROG,
                         bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
         self.handles = [m.register_forward_hook(self._tick) for m in layers] if not self.quiet else []
 
@@ -428,6 +428,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report = _Reporter(args.quiet)
     G = _load(parser, args, device, report)
     save_masks = args.save_masks and masks[0] is None
+    if args.save_masks and not save_masks:
+        report.say("--save-masks: nothing to save, the masks come from --mask")
     try:
         (out_dir / "masks" if save_masks else out_dir).mkdir(parents=True, exist_ok=True)
     except OSError as exc:

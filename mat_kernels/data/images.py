@@ -42,13 +42,14 @@ def list_images(folder: PathLike) -> List[Path]:
                   key=lambda p: p.name)
 
 
-def image_size(path: PathLike) -> Tuple[int, int]:
+def image_size(path: PathLike, mask: bool = False) -> Tuple[int, int]:
     """(height, width) from the file header, without decoding the pixels. Raises ValueError for
-    a file PIL cannot open or whose mode :func:`decode_image` refuses whatever its pixels."""
+    a file PIL cannot open and, unless ``mask``, for a mode :func:`decode_image` refuses
+    whatever its pixels (float; masks may be float in [0, 1])."""
     try:
         with Image.open(path) as im:
             w, h = im.size
-            if im.mode == "F":
+            if im.mode == "F" and not mask:
                 raise ValueError(_float_refusal(path))
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"cannot read image {os.fspath(path)!r}: {exc}") from None

@@ -98,6 +98,15 @@ def _to_parameter_dtype(module: nn.Module, *tensors: torch.Tensor):
     return tuple(t.to(dtype) for t in tensors)
 
 
+def _outside_autocast_to_parameter_dtype(module: nn.Module, *tensors: torch.Tensor):
+    """For the sub-networks that take features: outside autocast, inputs of another float
+    dtype are cast to the parameters' (fp16 features into an fp32 Decoder failed in a matmul);
+    under autocast they are left alone, autocast picks each op's dtype."""
+    if tensors and torch.is_autocast_enabled(tensors[0].device.type):
+        return tensors
+    return _to_parameter_dtype(module, *tensors)
+
+
 class FirstStage(nn.Module):
     """Coarse stage: partial-conv encoder to 64x64, five Swin stages (64-32-16-32-64 token grids),
     style-modulated conv decoder back to full size; known pixels copied from the input.
@@ -224,6 +233,7 @@ class Encoder(nn.Module):
             setattr(self, f"EncConv_Block_{res}x{res}", block)
 
     def forward(self, x) -> Dict[int, torch.Tensor]:
+        (x,) = _outside_autocast_to_parameter_dtype(self, x)
         out = {}
         for res in self.resolution:
             x = getattr(self, f"EncConv_Block_{res}x{res}")(x)
@@ -248,6 +258,8 @@ class Decoder(nn.Module):
         self.res_log2 = res_log2
 
     def forward(self, x, ws, gs, E_features, noise_mode="random"):
+        x, ws, gs, *feats = _outside_autocast_to_parameter_dtype(self, x, ws, gs, *E_features.values())
+        E_features = dict(zip(E_features.keys(), feats))
         x, img = self.Dec_16x16(x, ws, gs, E_features, noise_mode=noise_mode)
         for res in range(5, self.res_log2 + 1):
             x, img = getattr(self, f"Dec_{2 ** res}x{2 ** res}")(x, img, ws, gs, E_features, noise_mode=noise_mode)

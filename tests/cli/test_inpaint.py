@@ -494,6 +494,15 @@ def test_cli_float_image_is_a_one_line_error(fake_loader, tmp_path, capsys):
     msg = _one_line_error(capsys, ["--checkpoint", str(ck), "--image", str(tmp_path / "in"), "--out",
                                    str(tmp_path / "o")])
     assert msg.startswith("--image: ") and "f.tif: 32-bit float pixels (PIL mode F)" in msg
+    # a float mask has a white level (1.0): accepted
+    image = _rand_image(16, 16)
+    _write(tmp_path / "ok" / "a.png", image)
+    Image.fromarray(_block_mask(16, 16)).save(tmp_path / "fm.tif")
+    assert inpaint.main(["--checkpoint", str(ck), "--image", str(tmp_path / "ok" / "a.png"), "--mask",
+                         str(tmp_path / "fm.tif"), "--out", str(tmp_path / "o2"), "--quiet"]) == 0
+    res = np.asarray(Image.open(tmp_path / "o2" / "a.png"))
+    known = _block_mask(16, 16) == 1
+    assert np.array_equal(res[known], image[known]) and np.all(res[~known] == FILL_U8)
 
 
 class OpsG(FakeG):
@@ -530,7 +539,8 @@ def test_cli_truncated_checkpoint_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
     msg = _one_line_error(capsys, ["--checkpoint", str(tmp_path / "cut.pth"), "--image", str(tmp_path / "a.png"),
                                    "--out", str(tmp_path / "o"), "--device", "cpu"])
-    assert msg.startswith(f"--checkpoint: {tmp_path / 'cut.pth'}: cannot read the checkpoint") and "truncated" in msg
+    assert msg.startswith(f"--checkpoint: {tmp_path / 'cut.pth'}: cannot read the checkpoint")
+    assert "truncated" in msg
 
 
 def test_cli_forced_triton_on_cpu_exits_2_without_traceback(tmp_path):
@@ -576,6 +586,10 @@ def test_cli_reports_loading_progress_and_summary(fake_loader, tmp_path, capsys)
     cap = capsys.readouterr()
     assert cap.out == "" and cap.err == ""
     assert (tmp_path / "out1" / "0.png").exists()
+    _write(tmp_path / "m.png", np.full((16, 16), 255, np.uint8), "L")
+    assert inpaint.main(["--checkpoint", str(ck), "--image", str(tmp_path / "img" / "0.png"), "--mask",
+                         str(tmp_path / "m.png"), "--out", str(tmp_path / "out2"), "--save-masks"]) == 0
+    assert "--save-masks: nothing to save, the masks come from --mask" in capsys.readouterr().err
 
 
 def test_progress_advances_inside_an_image():

@@ -242,3 +242,20 @@ def test_networks_take_bool_masks_and_refuse_other_masks():
         G(((img + 1) * 127.5).to(torch.uint8), mask, z)
     with pytest.raises(TypeError, match="images_stg1 must be a floating tensor"):
         D(img, mask, img.to(torch.uint8))
+
+
+def test_encoder_and_decoder_cast_low_precision_inputs_outside_autocast():
+    torch.manual_seed(0)
+    S = Generator(512, 0, 512, 128, 3).eval().synthesis
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 7, 128, 128, generator=g).half()
+    with torch.no_grad():
+        feats = S.enc(x)
+        assert all(f.dtype == torch.float32 for f in feats.values())
+        assert all(torch.equal(a, b) for a, b in zip(feats.values(), S.enc(x.float()).values()))
+        args = [torch.randn(1, 512, 16, 16, generator=g), torch.randn(1, S.num_layers, 512, generator=g),
+                torch.randn(1, 1024, generator=g)]
+        low = [a.bfloat16() for a in args] + [{k: v.bfloat16() for k, v in feats.items()}]
+        out = S.dec(*low, noise_mode="const")
+        want = S.dec(*[a.float() for a in low[:3]], {k: v.float() for k, v in low[3].items()}, noise_mode="const")
+    assert out.dtype == torch.float32 and torch.equal(out, want)
