@@ -102,7 +102,8 @@ def _outside_autocast_to_parameter_dtype(module: nn.Module, *tensors: torch.Tens
     """For the sub-networks that take features: outside autocast, inputs of another float
     dtype are cast to the parameters' (fp16 features into an fp32 Decoder failed in a matmul);
     under autocast they are left alone, autocast picks each op's dtype."""
-    if tensors and torch.is_autocast_enabled(tensors[0].device.type):
+    dev = tensors[0].device.type if tensors else "cpu"
+    if torch.amp.is_autocast_available(dev) and torch.is_autocast_enabled(dev):
         return tensors
     return _to_parameter_dtype(module, *tensors)
 
