@@ -38,6 +38,7 @@ import torch
 
 __all__ = [
     "CheckpointError",
+    "UnsafeCheckpointError",
     "PersistentRecord",
     "ModuleStub",
     "SafeUnpickler",
@@ -68,6 +69,17 @@ _TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be read or does not fit the network it is loaded into."""
+
+
+class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
+    """A ``torch.save`` file holds Python objects (not only tensors) that could only be rebuilt
+    by running code named in the file: refused (also a ``pickle.UnpicklingError``, what torch's
+    ``weights_only`` reader raises)."""
+
+
+ACCEPTED_FORMATS = ("a state dict saved with torch.save(G.state_dict(), path) (or a dict of them: "
+                    "{'G_ema': sd, ...}), an official MAT .pkl, or a mat_kernels .safetensors + .json "
+                    "checkpoint (mat_kernels.checkpoint.save_checkpoint)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -537,13 +549,16 @@ def _load_own_format(cfg_path: Path, cfg: dict, which: Sequence[str]) -> Dict[st
         weights = cfg_path.parent / networks[name]
         if not weights.exists():
             raise CheckpointError(f"{cfg_path}: weights file {weights} is missing")
-        with safe_open(str(weights), framework="pt", device="cpu") as f:
-            keys = list(f.keys())
-            # safetensors sorts names; the saved registration order is restored when present.
-            order = json.loads((f.metadata() or {}).get("order", "[]"))
-            if sorted(order) == sorted(keys):
-                keys = order
-            out[name] = collections.OrderedDict((k, f.get_tensor(k)) for k in keys)
+        try:
+            with safe_open(str(weights), framework="pt", device="cpu") as f:
+                keys = list(f.keys())
+                # safetensors sorts names; the saved registration order is restored when present.
+                order = json.loads((f.metadata() or {}).get("order", "[]"))
+                if sorted(order) == sorted(keys):
+                    keys = order
+                out[name] = collections.OrderedDict((k, f.get_tensor(k)) for k in keys)
+        except Exception as exc:  # safetensors' SafetensorError: header or data cut short
+            raise _unreadable(weights, exc) from None
     return out
 
 
@@ -588,6 +603,44 @@ def _select_networks(data, which: Sequence[str], path) -> Dict[str, StateDict]:
     return out
 
 
+def _unreadable(path, exc: BaseException) -> CheckpointError:
+    # torch's messages run on for lines: the first sentence says what broke
+    first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0]
+    return CheckpointError(f"{path}: cannot read the checkpoint, the file looks truncated or corrupted "
+                           f"({type(exc).__name__}: {first})")
+
+
+def _torch_load(path: Path):
+    """``torch.load(weights_only=True)`` with errors that name the file and what it can read."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Weights only load failed" not in text:
+            raise _unreadable(path, exc) from None
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f" (it names {found.group(1)})" if found else ""
+        raise UnsafeCheckpointError(
+            f"{path} holds pickled Python objects, not only tensors{what}: e.g. a whole module saved "
+            f"with torch.save(model). Rebuilding them would run code named in the file, which this "
+            f"loader never does. It reads {ACCEPTED_FORMATS}; re-save with "
+            f"torch.save(model.state_dict(), path)") from None
+    except (RuntimeError, EOFError, OSError) as exc:  # zip directory missing, unexpected EOF
+        raise _unreadable(path, exc) from None
+
+
+def _safe_unpickle(path: Path):
+    try:
+        with open(path, "rb") as f:
+            return SafeUnpickler(f).load()
+    except EOFError as exc:
+        raise _unreadable(path, exc) from None
+    except pickle.UnpicklingError as exc:
+        if "truncated" in str(exc):  # the refusals of SafeUnpickler keep their own message
+            raise _unreadable(path, exc) from None
+        raise
+
+
 def load_state_dicts(path: PathLike, which: Union[str, Iterable[str]] = ("G_ema",)) -> Dict[str, StateDict]:
     """Read the state dicts of the requested networks from any supported checkpoint.
 
@@ -612,16 +665,14 @@ def load_state_dicts(path: PathLike, which: Union[str, Iterable[str]] = ("G_ema"
     with open(path, "rb") as f:
         head = f.read(8)
     if head.startswith(_ZIP_MAGIC):
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        return _select_networks(data, which, path)
+        return _select_networks(_torch_load(path), which, path)
     if not head.startswith(b"\x80"):
         raise CheckpointError(f"{path}: not a pickle, a torch.save zip or a mat_kernels "
                               f"checkpoint (first bytes {head!r})")
-    with open(path, "rb") as f:
-        data = SafeUnpickler(f).load()
+    data = _safe_unpickle(path)
     if isinstance(data, int) and data == _TORCH_LEGACY_MAGIC:
         # A legacy (non-zip) torch.save file, not a plain pickle: torch's own safe reader.
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = _torch_load(path)
     return _select_networks(data, which, path)
 
 
@@ -638,6 +689,25 @@ def _resolve_config(sd, which, path, resolution, config):
     return inferred
 
 
+def _check_device(device) -> torch.device:
+    """``device`` as a torch.device that this torch can allocate on; checked before loading."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}: "
+                         f"{exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        why = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise ValueError(f"device={device!r} requested but CUDA is not available ({why}); use device='cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device={device!r}: there are only {torch.cuda.device_count()} CUDA devices")
+    try:
+        torch.empty(0, device=dev)
+    except (RuntimeError, AssertionError) as exc:
+        raise ValueError(f"device={device!r} cannot be used: {exc}") from None
+    return dev
+
+
 def load_generator(path: PathLike, *, device="cpu", which: str = "G_ema",
                    resolution: Optional[int] = None) -> torch.nn.Module:
     """Build ``mat_kernels.models.Generator`` from a checkpoint; eval mode, no grads.
@@ -648,10 +718,13 @@ def load_generator(path: PathLike, *, device="cpu", which: str = "G_ema",
         which: ``"G_ema"`` (the one used for inference) or ``"G"``.
         resolution: expected network resolution (256 or 512); None infers it from the weights.
     Raises:
-        CheckpointError when the weights do not match the network (missing/mismatched names).
+        ValueError naming ``device`` when this torch cannot use it (checked before loading);
+        CheckpointError when the file is truncated or corrupted, holds pickled objects
+        (:class:`UnsafeCheckpointError`), or the weights do not match the network.
     """
     from mat_kernels.models import Generator
 
+    device = _check_device(device)
     sd = load_state_dicts(path, (which,))[which]
     cfg = _resolve_config(sd, which, path, resolution, _read_config(path))
     kwargs = {}
@@ -669,6 +742,7 @@ def load_discriminator(path: PathLike, *, device="cpu", which: str = "D",
     """Build ``mat_kernels.models.Discriminator`` from a checkpoint; eval mode, no grads."""
     from mat_kernels.models import Discriminator
 
+    device = _check_device(device)
     sd = load_state_dicts(path, (which,))[which]
     cfg = _resolve_config(sd, "D", path, resolution, None)
     D = Discriminator(c_dim=cfg["c_dim"], img_resolution=cfg["resolution"],

@@ -404,6 +404,57 @@ def test_not_a_checkpoint(tmp_path):
         ckpt.load_state_dicts(tmp_path / "nope.pkl")
 
 
+def _truncate(path: Path) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["zip", "legacy", "pickle", "safetensors"])
+def test_truncated_file_is_named(tmp_path, fmt):
+    sd = _small_sd()
+    path = tmp_path / f"cut_{fmt}.pth"
+    if fmt == "pickle":
+        path.write_bytes(pickle.dumps({"G_ema": sd}, protocol=3))
+    elif fmt == "safetensors":
+        path = ckpt.save_checkpoint(tmp_path / "cut", sd).with_suffix(".safetensors")
+    else:
+        torch.save({"G_ema": sd}, path, _use_new_zipfile_serialization=fmt == "zip")
+    ckpt.load_state_dicts(path)  # whole, it loads
+    _truncate(path)
+    with pytest.raises(CheckpointError, match="truncated or corrupted") as err:
+        ckpt.load_state_dicts(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_pickled_module_says_what_the_loader_reads(tmp_path):
+    path = tmp_path / "whole_module.pt"
+    torch.save(nn.Linear(2, 3), path)
+    with pytest.raises(ckpt.UnsafeCheckpointError) as err:
+        ckpt.load_state_dicts(path)
+    msg = str(err.value)
+    assert isinstance(err.value, CheckpointError) and isinstance(err.value, pickle.UnpicklingError)
+    assert str(path) in msg and "torch.nn.modules.linear.Linear" in msg
+    assert "torch.save(model.state_dict(), path)" in msg and "safetensors" in msg and ".pkl" in msg
+    assert "weights_only" not in msg  # an argument the user cannot pass here
+
+
+def test_load_generator_checks_device_before_reading(tmp_path, monkeypatch):
+    def never(*args, **kwargs):  # pragma: no cover - reached only if the check comes too late
+        raise AssertionError("the checkpoint was read before the device was checked")
+
+    monkeypatch.setattr(ckpt, "load_state_dicts", never)
+    with pytest.raises(ValueError, match="device must be a torch device .* got 'gpu'"):
+        ckpt.load_generator(tmp_path / "any.pth", device="gpu")
+    if torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device='cuda:99': there are only"):
+            ckpt.load_discriminator(tmp_path / "any.pth", device="cuda:99")
+    else:
+        for load in (ckpt.load_generator, ckpt.load_discriminator):
+            with pytest.raises(ValueError, match="device='cuda' requested but CUDA is not available"):
+                load(tmp_path / "any.pth", device="cuda")
+
+
 # ----------------------------------------------------------------------------------------------
 # (c) safetensors + JSON
 # ----------------------------------------------------------------------------------------------

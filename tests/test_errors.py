@@ -68,6 +68,25 @@ def test_forced_backend_that_cannot_run_lists_reasons():
         _call(mat_kernels.window_attention, dict(_good(), backend="cuda"))
 
 
+def test_forced_backend_error_also_says_which_backends_could_run():
+    # As the README says: the forced backend's reasons, then every other backend's status.
+    from mat_kernels import backends
+    x, b = torch.randn(2, 3), torch.randn(3)
+    with pytest.raises(backends.NoBackendError) as err:
+        mat_kernels.partial_conv_mask_update(torch.ones(1, 1, 8, 8), kernel_size=3, backend="cuda")
+    msg = str(err.value)
+    assert "  cuda: " in msg and "needs CUDA tensors, got cpu" in msg
+    assert "other backends (not tried with backend='cuda'):" in msg
+    assert "  reference: can run this call" in msg and "  triton: " in msg
+    assert err.value.reasons.keys() == {"cuda"} and err.value.others["reference"] == []
+    assert set(err.value.others) == {"reference", "triton"}
+    one = err.value.summary()
+    assert "\n" not in one and one.startswith("backend 'cuda' cannot run partial_conv_mask_update here")
+    assert "reference" in one and ("triton" in one) == (err.value.others["triton"] == [])
+    with pytest.raises(RuntimeError):  # still a RuntimeError for existing callers
+        mat_kernels.bias_act(x, b, backend="cuda")
+
+
 @pytest.mark.parametrize("fn", [reference.window_mask_update, mat_kernels.window_mask_update])
 def test_window_mask_update_bad_input(fn):
     with pytest.raises(ValueError, match="mask must be a"):

@@ -113,9 +113,35 @@ def auto_order(op: str, facts: Facts) -> List[str]:
     return list(PREFERENCES.get(op, [])) + ["reference"]
 
 
+class NoBackendError(RuntimeError):
+    """No candidate backend can run a call: ``reasons`` maps each tried backend to why not,
+    ``others`` each backend that was not tried to why it could not run the call either (an
+    empty list: it could; e.g. ``reference`` when ``triton`` was forced)."""
+
+    def __init__(self, op: str, backend: str, facts: Facts, reasons: Dict[str, List[str]],
+                 others: Dict[str, List[str]]):
+        self.op, self.backend, self.facts, self.reasons, self.others = op, backend, facts, reasons, others
+        lines = [f"no backend can run {op} for {describe(facts)} (backend={backend!r}):"]
+        lines += [f"  {n}: {'; '.join(r)}" for n, r in reasons.items()]
+        if others:
+            lines.append(f"other backends (not tried with backend={backend!r}):")
+            lines += [f"  {n}: {'; '.join(r) if r else 'can run this call'}" for n, r in others.items()]
+        super().__init__("\n".join(lines))
+
+    def summary(self) -> str:
+        """The same facts on one line (for command-line errors)."""
+        tried = "; ".join(f"{n}: {', '.join(r)}" for n, r in self.reasons.items())
+        text = f"backend {self.backend!r} cannot run {self.op} here ({tried})"
+        able = [n for n, r in self.others.items() if not r]
+        if able:
+            text += f"; {' and '.join(able)} can run it"
+        return text
+
+
 def choose(op: str, backend: str, facts: Facts) -> Callable:
     """The entry point of ``op`` for ``backend`` ("auto" or a name in ``BACKENDS``); raises
-    RuntimeError listing every candidate's reasons when none can run."""
+    :class:`NoBackendError` (a RuntimeError) when none can run, giving every tried backend's
+    reasons and, for each backend not tried, whether it could run the call or why not."""
     if backend not in NAMES:
         raise ValueError(f"backend must be one of {NAMES}, got {backend!r}")
     candidates = auto_order(op, facts) if backend == "auto" else [backend]
@@ -130,8 +156,8 @@ def choose(op: str, backend: str, facts: Facts) -> Callable:
         reasons[name] = why
         if not torch.compiler.is_compiling():
             log.debug("%s: %s cannot run: %s", op, name, "; ".join(why))
-    lines = "\n".join(f"  {n}: {'; '.join(r)}" for n, r in reasons.items())
-    raise RuntimeError(f"no backend can run {op} for {describe(facts)} (backend={backend!r}):\n{lines}")
+    others = {name: not_supported_reasons(name, op, facts) for name in BACKENDS if name not in reasons}
+    raise NoBackendError(op, backend, facts, reasons, others)
 
 
 def describe(facts: Facts) -> str:

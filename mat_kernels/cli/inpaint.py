@@ -4,9 +4,20 @@ made safe and size-robust).
     mat-inpaint --checkpoint Places_512_FullData.pkl --image photos/ --mask masks/ --out results/
 
 What it does, per image (sorted by file name, paired with the masks by sorted file name):
-  read the image (RGB uint8) and its mask (grayscale / 255, white = keep, black = fill, not
-  thresholded), run the generator, write ``<out>/<input stem>.png`` of the input's size.
-  Pixels whose mask is pure white are copied from the input bit for bit.
+  read the image and its mask (grayscale / 255, or / 65535 at 16 bits; white = keep, black =
+  fill, not thresholded), run the generator, write ``<out>/<input stem>.png`` of the input's
+  size. Pixels whose mask is pure white are copied from the input bit for bit.
+
+Pixel formats (``mat_kernels.data.images.decode_image`` / ``output_pixels``): 8-bit images of
+any PIL mode are converted to RGB and written as 8-bit RGB PNG; 16-bit greyscale images stay
+16-bit (the network sees x / 32767.5 - 1) and are written as 16-bit greyscale PNG; images with
+transparency are written as RGBA with their alpha kept where the mask is white and opaque in
+the holes. 16-bit colour files, which PIL only decodes to 8 bits, are processed at 8 bits with
+a warning; 32-bit float images are refused.
+
+Messages: loading and a progress bar go to stderr, the summary (what was written where) to
+stdout; ``--quiet`` keeps only warnings and errors. Every error is one line
+(``mat-inpaint: error: ...``, exit status 2).
 
 Randomness follows the official script: ``--seed`` seeds Python, numpy and torch once; then per
 image a random mask is drawn if none is given (numpy), z = numpy randn(1, z_dim), and the forward
@@ -26,8 +37,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import random
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -36,6 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import images as io
+from ..backends import NoBackendError
 from ..checkpoint import CheckpointError, load_generator
 
 PROG = "mat-inpaint"
@@ -43,8 +57,20 @@ FIT_MODES = ("pad", "resize")
 NOISE_MODES = ("const", "random", "none")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser whose ``cleanup`` runs before an error is printed (it takes the
+    progress bar down, so that the error is the last line)."""
+
+    def cleanup(self) -> None:
+        pass
+
+    def error(self, message):
+        self.cleanup()
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog=PROG,
         description="Inpaint images with a MAT generator (official .pkl, state-dict .pth/.pt, or "
                     "mat_kernels safetensors+JSON checkpoints; nothing from the checkpoint is "
@@ -53,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                "reflect-pads to the next multiples of R, runs at the image's own scale and crops "
                "back (R x R images are processed exactly as by the official script); --fit resize "
                "pads to a square, resizes to R x R and pastes the upscaled result into the holes. "
-               "Outputs always have the input's size and keep pure-white-mask pixels bit-exact.",
+               "Outputs always have the input's size and keep pure-white-mask pixels bit-exact "
+               "(16-bit greyscale in, 16-bit greyscale PNG out; alpha is kept).",
     )
     p.add_argument("--checkpoint", required=True, metavar="PATH",
                    help="official .pkl, .pth/.pt state dict, or mat_kernels .safetensors/.json/dir")
@@ -83,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile the generator (inductor); the first image of each size compiles")
     p.add_argument("--save-masks", action="store_true",
                    help="also write generated random masks to <out>/masks/<name>.png")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no loading message, progress bar or summary (warnings and errors still go "
+                        "to stderr)")
     return p
 
 
@@ -131,11 +161,11 @@ def inpaint_array(G, image: np.ndarray, mask: np.ndarray, z: torch.Tensor, *, fi
         G: generator with ``img_resolution`` R and ``c_dim``; called as
             ``G(img, mask, z, c, truncation_psi=, noise_mode=)`` on (1, 3, h, w) / (1, 1, h, w)
             with h, w multiples of R.
-        image: (H, W, 3) uint8. mask: (H, W) float in [0, 1], 1 = known.
+        image: (H, W, 3) uint8 or uint16. mask: (H, W) float in [0, 1], 1 = known.
         z: (1, z_dim) float32 on G's device.
         fit: 'pad' or 'resize' (see the module docstring).
     Returns:
-        (H, W, 3) uint8; pixels with mask == 1 equal ``image`` exactly.
+        (H, W, 3) of ``image``'s dtype; pixels with mask == 1 equal ``image`` exactly.
     """
     if fit not in FIT_MODES:
         raise ValueError(f"fit must be one of {FIT_MODES}, got {fit!r}")
@@ -167,7 +197,7 @@ def inpaint_array(G, image: np.ndarray, mask: np.ndarray, z: torch.Tensor, *, fi
         out = out_s[..., t:t + H, l:l + W]
         m = io.mask_to_tensor(mask, device)
         out = io.image_to_tensor(image, device) * m + out * (1 - m)
-    result = io.tensor_to_uint8(out)
+    result = io.tensor_to_image(out, image.dtype)
     known = mask >= 1.0
     result[known] = image[known]  # bit-exact known pixels whatever the float round trip did
     return result
@@ -212,7 +242,7 @@ def _check_sizes(parser, images, masks):
         if mp is None:
             continue
         try:
-            msize = io.image_size(mp)
+            msize = io.image_size(mp, mask=True)
         except ValueError as exc:
             parser.error(f"--mask: {exc}")
         if msize != isize:
@@ -221,6 +251,9 @@ def _check_sizes(parser, images, masks):
 
 
 def _outputs(parser, out_dir: Path, images: Sequence[Path]) -> List[Path]:
+    if out_dir.exists() and not out_dir.is_dir():
+        parser.error(f"--out: {out_dir} is an existing file; --out names a folder (created if needed) "
+                     f"where each output is written as <input name>.png")
     outs = [out_dir / (p.stem + ".png") for p in images]
     seen = {}
     for ip, op in zip(images, outs):
@@ -254,6 +287,130 @@ def _random_mask(H: int, W: int) -> np.ndarray:
     return RandomMask(max(H, W))[0, :H, :W].astype(np.float32)
 
 
+class _Reporter:
+    """Messages on stderr (progress, notes) and the summary on stdout; ``quiet`` keeps only
+    warnings. One tqdm bar runs over the whole command; within an image it is advanced by
+    forward hooks on G's layers (modules with their own parameters or buffers), so a single
+    image on CPU shows progress too. The number of layer calls per image is counted on the
+    first image (modules are estimated until then)."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bar = None
+        self.handles = []
+
+    def say(self, msg: str) -> None:
+        if not self.quiet:
+            self._write(f"{PROG}: {msg}")
+
+    def warn(self, msg: str) -> None:
+        self._write(f"{PROG}: warning: {msg}")
+
+    def _write(self, msg: str) -> None:
+        from tqdm import tqdm
+        tqdm.write(msg, file=sys.stderr)  # above the bar, if one is shown
+
+    def start(self, G, n_images: int, hooks: bool) -> None:
+        from tqdm import tqdm
+        layers = []
+        if hooks and isinstance(G, torch.nn.Module):
+            layers = [m for m in G.modules()
+                      if next(m.parameters(recurse=False), None) is not None
+                      or next(m.buffers(recurse=False), None) is not None]
+        self.n_images, self.per_image, self.calls = n_images, max(len(layers), 1), 0
+        self.bar = tqdm(total=n_images * self.per_image, disable=self.quiet, file=sys.stderr, desc=PROG,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
+        self.handles = [m.register_forward_hook(self._tick) for m in layers] if not self.quiet else []
+
+    def _tick(self, *_) -> None:
+        self.calls += 1
+        if self.calls < self.per_image:
+            self.bar.update(1)
+
+    def image(self, i: int, name: str) -> None:
+        self.calls = 0
+        self.bar.set_description_str(f"{name} ({i + 1}/{self.n_images})")
+
+    def image_done(self, i: int) -> None:
+        if i == 0 and self.calls > 0:
+            self.per_image = self.calls
+            self.bar.total = self.n_images * self.per_image
+        self.bar.n = (i + 1) * self.per_image
+        self.bar.refresh()
+
+    def close(self, leave: bool = True) -> None:
+        """Remove the hooks and close the bar (``leave=False``: erase it, before an error)."""
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+        if self.bar is not None:
+            self.bar.leave = leave
+            self.bar.close()
+            self.bar = None
+
+
+def _load(parser, args, device, report: _Reporter):
+    """The generator, its backend set and converted; every failure is a one-line CLI error."""
+    report.say(f"loading {args.checkpoint} on {device} ...")
+    t0 = time.perf_counter()
+    try:
+        G = load_generator(Path(args.checkpoint), device=device, resolution=args.resolution)
+    except (CheckpointError, OSError, ValueError) as exc:
+        parser.error(f"--checkpoint: {_one_line(exc)}")
+    except Exception as exc:  # e.g. pickle.UnpicklingError for a refused global
+        parser.error(f"--checkpoint: cannot load {args.checkpoint}: {type(exc).__name__}: {_one_line(exc)}")
+    if hasattr(G, "set_backend"):
+        try:
+            G.set_backend(args.backend)
+        except (ValueError, AttributeError) as exc:
+            parser.error(f"--backend: {exc}")
+    G = prepare_generator(G, args.dtype, args.compile)
+    R = getattr(G, "img_resolution", "?")
+    report.say(f"loaded the {R}x{R} generator in {time.perf_counter() - t0:.1f} s")
+    return G
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _inpaint_one(parser, args, G, ip: Path, mp: Optional[Path], op: Path, device, report: _Reporter) -> None:
+    try:
+        picture = io.load_image(ip)
+    except ValueError as exc:
+        parser.error(f"--image: {_one_line(exc)}")
+    try:
+        mask = io.read_mask(mp, invert=args.invert_mask) if mp is not None else None
+    except ValueError as exc:
+        parser.error(f"--mask: {_one_line(exc)}")
+    if picture.note:
+        report.warn(picture.note)
+    H, W = picture.rgb.shape[:2]
+    if mask is None:
+        mask = _random_mask(H, W)
+        if args.save_masks:
+            _write(parser, out_mask_path(op), np.repeat((mask * 255).round().astype(np.uint8)[..., None], 3, axis=2))
+    z = torch.from_numpy(np.random.randn(1, G.z_dim)).float().to(device)
+    try:
+        result = inpaint_array(G, picture.rgb, mask, z, fit=args.fit, truncation=args.truncation,
+                               noise_mode=args.noise_mode)
+    except NoBackendError as exc:
+        parser.error(f"--backend {args.backend}: {exc.summary()}")
+    _write(parser, op, io.output_pixels(picture, result, mask))
+
+
+def out_mask_path(op: Path) -> Path:
+    """Where ``--save-masks`` writes the random mask drawn for output ``op``."""
+    return op.parent / "masks" / op.name
+
+
+def _write(parser, path: Path, pixels: np.ndarray) -> None:
+    try:
+        io.write_png(path, pixels)
+    except OSError as exc:
+        parser.error(f"--out: cannot write {path}: {exc.strerror or exc}")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -261,56 +418,53 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"--truncation: must be a finite number, got {args.truncation}")
     if args.resolution is not None and (args.resolution < 1 or args.resolution & (args.resolution - 1)):
         parser.error(f"--resolution: must be a power of two (256 or 512), got {args.resolution}")
-    ckpt_path = Path(args.checkpoint)
-    if not ckpt_path.exists():
-        parser.error(f"--checkpoint: {ckpt_path} does not exist")
+    if not Path(args.checkpoint).exists():
+        parser.error(f"--checkpoint: {args.checkpoint} does not exist")
     images, masks = _pairs(parser, args)
     _check_sizes(parser, images, masks)
     out_dir = Path(args.out)
     outs = _outputs(parser, out_dir, images)
     device = _device(parser, args.device)
-
+    report = _Reporter(args.quiet)
+    G = _load(parser, args, device, report)
+    save_masks = args.save_masks and masks[0] is None
+    if args.save_masks and not save_masks:
+        report.say("--save-masks: nothing to save, the masks come from --mask")
     try:
-        G = load_generator(ckpt_path, device=device, resolution=args.resolution)
-    except (CheckpointError, OSError) as exc:
-        parser.error(f"--checkpoint: {exc}")
-    except Exception as exc:  # e.g. pickle.UnpicklingError for a refused global
-        parser.error(f"--checkpoint: cannot load {ckpt_path}: {type(exc).__name__}: {exc}")
-    if hasattr(G, "set_backend"):
-        try:
-            G.set_backend(args.backend)
-        except (ValueError, AttributeError) as exc:
-            parser.error(f"--backend: {exc}")
-    G = prepare_generator(G, args.dtype, args.compile)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if args.save_masks and masks[0] is None:
-        (out_dir / "masks").mkdir(exist_ok=True)
+        (out_dir / "masks" if save_masks else out_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        parser.error(f"--out: cannot create {out_dir}: {exc.strerror or exc}")
 
     # Seeded once, before the loop, as in the official script.
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
 
-    from tqdm import tqdm
-
-    bar = tqdm(list(zip(images, masks, outs)), desc=PROG, unit="img", disable=len(images) < 2)
-    for ip, mp, op in bar:
-        image = io.read_image(ip)
-        H, W = image.shape[:2]
-        if mp is not None:
-            mask = io.read_mask(mp, invert=args.invert_mask)
-        else:
-            mask = _random_mask(H, W)
-            if args.save_masks:
-                io.write_png(out_dir / "masks" / op.name,
-                             np.repeat((mask * 255).round().astype(np.uint8)[..., None], 3, axis=2))
-        z = torch.from_numpy(np.random.randn(1, G.z_dim)).float().to(device)
-        result = inpaint_array(G, image, mask, z, fit=args.fit, truncation=args.truncation,
-                               noise_mode=args.noise_mode)
-        io.write_png(op, result)
-        if len(images) < 2:
-            print(f"{PROG}: wrote {op}")
+    t0 = time.perf_counter()
+    report.start(G, len(images), hooks=not args.compile)  # hooks in a compiled graph would not run
+    parser.cleanup = lambda: report.close(leave=False)
+    try:
+        for i, (ip, mp, op) in enumerate(zip(images, masks, outs)):
+            report.image(i, ip.name)
+            _inpaint_one(parser, args, G, ip, mp, op, device, report)
+            report.image_done(i)
+    finally:
+        report.close()
+    _summary(report, outs, out_dir, time.perf_counter() - t0, save_masks)
     return 0
+
+
+def _summary(report: _Reporter, outs: Sequence[Path], out_dir: Path, seconds: float, save_masks: bool) -> None:
+    if report.quiet:
+        return
+    if len(outs) == 1:
+        print(f"{PROG}: wrote {outs[0]} in {seconds:.1f} s")
+    else:
+        print(f"{PROG}: wrote {len(outs)} images to {out_dir}{os.sep} in {seconds:.1f} s "
+              f"({seconds / len(outs):.1f} s per image)")
+    if save_masks:
+        print(f"{PROG}: wrote the random masks to {out_mask_path(outs[0]).parent}{os.sep} "
+              f"(same file names)")
 
 
 if __name__ == "__main__":

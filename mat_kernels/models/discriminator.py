@@ -7,7 +7,8 @@ import torch.nn as nn
 
 from ..nn.blocks import DisBlock, DisFromRGB
 from ..nn.layers import Conv2dLayer, FullyConnectedLayer, MinibatchStdLayer
-from .generator import _check_inputs, nf, parameter_dtype
+from .._checks import FLOAT_DTYPES
+from .generator import _check_inputs, _to_parameter_dtype, nf
 from .mapping import MappingNet
 
 
@@ -65,8 +66,10 @@ class Discriminator(nn.Module):
         if images_in.shape[-2:] != (self.img_resolution, self.img_resolution):
             raise ValueError(f"images must be {self.img_resolution}x{self.img_resolution}, got "
                              f"{tuple(images_in.shape[-2:])}")
-        dtype = parameter_dtype(self)  # inputs follow half-precision weights (D.half())
-        images_in, masks_in, images_stg1 = images_in.to(dtype), masks_in.to(dtype), images_stg1.to(dtype)
+        if images_stg1.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"images_stg1 must be a floating tensor (values in [-1, 1]), got {images_stg1.dtype}")
+        # inputs follow the weights' dtype (fp32, or half weights from D.half())
+        images_in, masks_in, images_stg1 = _to_parameter_dtype(self, images_in, masks_in, images_stg1)
         x = self.Dis(torch.cat([masks_in - 0.5, images_in], dim=1))
         x = self.fc1(self.fc0(x.flatten(start_dim=1)))
         x_stg1 = self.Dis_stg1(torch.cat([masks_in - 0.5, images_stg1], dim=1))

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .._checks import FLOAT_DTYPES
 from ..nn.blocks import (BasicLayer, ConvBlockDown, DecBlock, DecBlockFirstV2, DecStyleBlock, EncFromRGB,
                          PatchMerging, PatchUpsampling, ToStyle, feature2token, token2feature)
 from ..nn.layers import Conv2dLayer, Conv2dLayerPartial, FullyConnectedLayer
@@ -50,6 +51,12 @@ def parameter_dtype(module: nn.Module) -> torch.dtype:
 
 
 def _check_inputs(images_in, masks_in, img_channels, img_resolution=None):
+    """Shapes and dtypes of a network's image and mask inputs, and the mask's values.
+
+    images_in: (B, C, H, W), any floating dtype. masks_in: (B, 1, H, W), bool or floating with
+    values in [0, 1] (1 = known, 0 = hole; values in between blend, as grey mask pixels do in
+    the released code). Integer masks are refused: a 0/255 image mask would be taken as 255.
+    """
     if not isinstance(images_in, torch.Tensor) or images_in.ndim != 4 or images_in.shape[1] != img_channels:
         raise ValueError(f"images_in must be (B, {img_channels}, H, W), got "
                          f"{tuple(images_in.shape) if isinstance(images_in, torch.Tensor) else type(images_in)}")
@@ -60,6 +67,45 @@ def _check_inputs(images_in, masks_in, img_channels, img_resolution=None):
     if img_resolution is not None and (H % img_resolution or W % img_resolution):
         raise ValueError(f"image height and width must be multiples of img_resolution={img_resolution}, "
                          f"got {H}x{W}")
+    if images_in.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"images_in must be a floating tensor (values in [-1, 1]), got {images_in.dtype}")
+    if masks_in.dtype != torch.bool and masks_in.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"masks_in must be bool or floating with values in [0, 1] (1 = known, 0 = hole), "
+                        f"got {masks_in.dtype}")
+    _check_mask_values(masks_in)
+
+
+def _check_mask_values(masks_in: torch.Tensor) -> None:
+    # One reduction and one host sync per call; skipped where values cannot be read (meta
+    # tensors, torch.compile tracing) and for bool masks, which are valid by construction.
+    if (masks_in.dtype == torch.bool or masks_in.numel() == 0 or masks_in.device.type == "meta"
+            or torch.compiler.is_compiling()):
+        return
+    lo, hi = torch.aminmax(masks_in.detach())
+    if bool((lo >= 0) & (hi <= 1)):
+        return
+    lo, hi = float(lo), float(hi)
+    hint = " (a 0/255 mask image must be divided by 255)" if hi > 1 else ""
+    raise ValueError(f"masks_in must hold values in [0, 1] (1 = known, 0 = hole), got values in "
+                     f"[{lo:g}, {hi:g}]{hint}")
+
+
+def _to_parameter_dtype(module: nn.Module, *tensors: torch.Tensor):
+    """``tensors`` in the dtype ``module`` computes in. Inputs of another float dtype (or bool
+    masks) are cast, as ``G.to(torch.bfloat16)`` users expect their fp32 inputs to work; under
+    autocast the parameters stay float32 and autocast then picks each op's dtype."""
+    dtype = parameter_dtype(module)
+    return tuple(t.to(dtype) for t in tensors)
+
+
+def _outside_autocast_to_parameter_dtype(module: nn.Module, *tensors: torch.Tensor):
+    """For the sub-networks that take features: outside autocast, inputs of another float
+    dtype are cast to the parameters' (fp16 features into an fp32 Decoder failed in a matmul);
+    under autocast they are left alone, autocast picks each op's dtype."""
+    dev = tensors[0].device.type if tensors else "cpu"
+    if torch.amp.is_autocast_available(dev) and torch.is_autocast_enabled(dev):
+        return tensors
+    return _to_parameter_dtype(module, *tensors)
 
 
 class FirstStage(nn.Module):
@@ -73,6 +119,7 @@ class FirstStage(nn.Module):
     def __init__(self, img_channels, img_resolution=256, dim=180, w_dim=512, use_noise=False, demodulate=True,
                  activation="lrelu"):
         super().__init__()
+        self.img_channels = img_channels
         res = 64
         self.conv_first = Conv2dLayerPartial(in_channels=img_channels + 1, out_channels=dim, kernel_size=3,
                                              activation=activation)
@@ -111,6 +158,16 @@ class FirstStage(nn.Module):
                                                img_channels))
 
     def forward(self, images_in, masks_in, ws, noise_mode="random"):
+        """Checks the inputs and casts them (ws too) to the parameters' dtype, then runs."""
+        _check_inputs(images_in, masks_in, self.img_channels)
+        if not isinstance(ws, torch.Tensor) or ws.ndim != 3 or ws.shape[0] != images_in.shape[0]:
+            raise ValueError(f"ws must be (B, num_ws, w_dim) with B={images_in.shape[0]}, got "
+                             f"{tuple(ws.shape) if isinstance(ws, torch.Tensor) else type(ws).__name__}")
+        images_in, masks_in, ws = _to_parameter_dtype(self, images_in, masks_in, ws)
+        return self.run(images_in, masks_in, ws, noise_mode)
+
+    def run(self, images_in, masks_in, ws, noise_mode="random"):
+        """forward without the checks: inputs already checked and in the parameters' dtype."""
         x = torch.cat([masks_in - 0.5, images_in * masks_in], dim=1)
         skips = []
         x, mask = self.conv_first(x, masks_in)
@@ -177,6 +234,7 @@ class Encoder(nn.Module):
             setattr(self, f"EncConv_Block_{res}x{res}", block)
 
     def forward(self, x) -> Dict[int, torch.Tensor]:
+        (x,) = _outside_autocast_to_parameter_dtype(self, x)
         out = {}
         for res in self.resolution:
             x = getattr(self, f"EncConv_Block_{res}x{res}")(x)
@@ -201,6 +259,8 @@ class Decoder(nn.Module):
         self.res_log2 = res_log2
 
     def forward(self, x, ws, gs, E_features, noise_mode="random"):
+        x, ws, gs, *feats = _outside_autocast_to_parameter_dtype(self, x, ws, gs, *E_features.values())
+        E_features = dict(zip(E_features.keys(), feats))
         x, img = self.Dec_16x16(x, ws, gs, E_features, noise_mode=noise_mode)
         for res in range(5, self.res_log2 + 1):
             x, img = getattr(self, f"Dec_{2 ** res}x{2 ** res}")(x, img, ws, gs, E_features, noise_mode=noise_mode)
@@ -232,10 +292,10 @@ class SynthesisNet(nn.Module):
         _check_inputs(images_in, masks_in, self.img_channels, self.img_resolution)
         if ws.ndim != 3 or ws.shape[0] != images_in.shape[0] or ws.shape[1] != self.num_layers:
             raise ValueError(f"ws must be (B, num_ws={self.num_layers}, w_dim), got {tuple(ws.shape)}")
-        # Half-precision weights (G.to(torch.bfloat16), G.half()) take inputs of any float dtype.
-        dtype = parameter_dtype(self)
-        images_in, masks_in, ws = images_in.to(dtype), masks_in.to(dtype), ws.to(dtype)
-        out_stg1 = self.first_stage(images_in, masks_in, ws, noise_mode=noise_mode)
+        # Inputs of any float dtype (bool masks too) follow the weights' dtype (fp32, or half
+        # weights from G.to(torch.bfloat16) / G.half()).
+        images_in, masks_in, ws = _to_parameter_dtype(self, images_in, masks_in, ws)
+        out_stg1 = self.first_stage.run(images_in, masks_in, ws, noise_mode=noise_mode)
 
         x = images_in * masks_in + out_stg1 * (1 - masks_in)
         x = torch.cat([masks_in - 0.5, x, images_in * masks_in], dim=1)

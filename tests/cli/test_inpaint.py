@@ -374,3 +374,251 @@ def test_real_generator_bf16_weights_close_to_fp32(tmp_path):
     assert_relative_l2(outs["bf16"] / 127.5 - 1, outs["fp32"] / 127.5 - 1, "G_weights", "fwd", torch.bfloat16)
     known = torch.from_numpy(mask == 255)
     assert torch.equal(outs["bf16"][known], outs["fp32"][known])
+
+
+# ----------------------------------------------------------------------------------------------
+# Pixel formats through the command (issue #15)
+# ----------------------------------------------------------------------------------------------
+
+FILL_U16 = int(round(FILL * 32767.5 + 32767.5))  # 40959
+
+
+def _run_one(ck, image_path: Path, mask: np.ndarray, out: Path, *extra):
+    _write(image_path.parent / "m.png", (mask * 255).astype(np.uint8), "L")
+    assert inpaint.main(["--checkpoint", str(ck), "--image", str(image_path), "--mask",
+                         str(image_path.parent / "m.png"), "--out", str(out), "--device", "cpu", *extra]) == 0
+    return Image.open(out / (image_path.stem + ".png"))
+
+
+def test_cli_sixteen_bit_grey_png_stays_sixteen_bit(fake_loader, tmp_path):
+    """The reported bug: a 16-bit greyscale PNG came out pure white (255) in its known region."""
+    _, _, ck = fake_loader
+    g = np.random.RandomState(0).randint(0, 65536, (20, 37)).astype(np.uint16)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(g).save(tmp_path / "in" / "gray16.png")
+    mask = _block_mask(20, 37)
+    out = _run_one(ck, tmp_path / "in" / "gray16.png", mask, tmp_path / "out")
+    res = np.asarray(out)
+    assert out.mode == "I;16" and res.shape == g.shape
+    known = mask == 1
+    assert np.array_equal(res[known], g[known])
+    assert np.all(res[~known] == FILL_U16)
+
+
+def _pil_file(mode: str, path: Path) -> Image.Image:
+    rs = np.random.RandomState(1)
+    rgba = rs.randint(0, 256, (16, 20, 4), dtype=np.uint8)
+    if mode in ("I;16B", "I"):
+        g = rs.randint(0, 65536, (16, 20))
+        im = Image.frombytes(mode, (20, 16), g.astype(">u2" if mode == "I;16B" else "=i4").tobytes())
+    elif mode == "P+transparency":
+        im = Image.fromarray(rgba[..., :3]).convert("P", palette=Image.Palette.ADAPTIVE, colors=6)
+        im.info["transparency"] = int(np.asarray(im)[0, 0])
+    elif mode in ("RGBA", "LA"):
+        im = Image.fromarray(rgba).convert(mode)
+    else:
+        im = Image.fromarray(rgba[..., :3]).convert(mode)
+    im.save(path)
+    return Image.open(path)
+
+
+@pytest.mark.parametrize("mode,ext", [("1", "tif"), ("L", "png"), ("LA", "png"), ("P+transparency", "png"),
+                                      ("RGBA", "png"), ("CMYK", "jpg"), ("YCbCr", "tif"), ("LAB", "tif"),
+                                      ("I;16B", "tif"), ("I", "tif")])
+def test_cli_modes_keep_known_pixels(fake_loader, tmp_path, mode, ext):
+    _, _, ck = fake_loader
+    (tmp_path / "in").mkdir()
+    src = _pil_file(mode, tmp_path / "in" / f"x.{ext}")
+    mask = _block_mask(16, 20)
+    known = mask == 1
+    out = _run_one(ck, tmp_path / "in" / f"x.{ext}", mask, tmp_path / "out")
+    res = np.asarray(out)
+    if mode in ("I;16B", "I"):
+        assert out.mode == "I;16"
+        assert np.array_equal(res[known], np.asarray(src).astype(np.uint16)[known])
+        assert np.all(res[~known] == FILL_U16)
+    elif mode in ("LA", "P+transparency", "RGBA"):
+        want = np.asarray(src.convert("RGBA"))
+        assert out.mode == "RGBA" and np.array_equal(res[known], want[known])
+        assert np.all(res[~known][:, :3] == FILL_U8) and np.all(res[~known][:, 3] == 255)
+        if mode == "P+transparency":
+            assert (want[..., 3] == 0).any()
+    else:  # not RGB in the file: known pixels are PIL's RGB conversion
+        want = np.asarray(src.convert("RGB"))
+        assert out.mode == "RGB" and np.array_equal(res[known], want[known])
+        assert np.all(res[~known] == FILL_U8)
+
+
+def test_cli_sixteen_bit_colour_warns_and_writes_eight_bit(fake_loader, tmp_path, capsys):
+    from tests.test_images import png16
+    _, _, ck = fake_loader
+    a = np.random.RandomState(2).randint(0, 65536, (16, 20, 3)).astype(np.uint16)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "deep.png").write_bytes(png16(a))
+    mask = _block_mask(16, 20)
+    res = np.asarray(_run_one(ck, tmp_path / "in" / "deep.png", mask, tmp_path / "out", "--quiet"))
+    assert res.dtype == np.uint8 and np.array_equal(res[mask == 1], (a >> 8).astype(np.uint8)[mask == 1])
+    err = capsys.readouterr().err
+    assert "mat-inpaint: warning: " in err and "deep.png: 16-bit colour" in err and "8 bits" in err
+
+
+# ----------------------------------------------------------------------------------------------
+# One-line errors (exit status 2, no traceback)
+# ----------------------------------------------------------------------------------------------
+
+
+def _one_line_error(capsys, argv) -> str:
+    err = _error(capsys, argv)
+    assert "Traceback" not in err
+    lines = err.rstrip("\n").splitlines()
+    assert lines[-1].startswith("mat-inpaint: error: ")  # the usage lines come first
+    assert sum("error:" in line for line in lines) == 1
+    return lines[-1][len("mat-inpaint: error: "):]
+
+
+def test_cli_out_that_is_a_file_is_a_one_line_error(fake_loader, tmp_path, capsys):
+    _, _, ck = fake_loader
+    _write(tmp_path / "a.png", _rand_image(16, 16))
+    (tmp_path / "taken.png").write_bytes(b"x")
+    base = ["--checkpoint", str(ck), "--image", str(tmp_path / "a.png")]
+    msg = _one_line_error(capsys, base + ["--out", str(tmp_path / "taken.png")])
+    assert msg.startswith(f"--out: {tmp_path / 'taken.png'} is an existing file; --out names a folder")
+    msg = _one_line_error(capsys, base + ["--out", str(tmp_path / "taken.png" / "sub")])
+    assert msg.startswith("--out: cannot create") and "taken.png" in msg
+
+
+def test_cli_float_image_is_a_one_line_error(fake_loader, tmp_path, capsys):
+    _, _, ck = fake_loader
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.zeros((16, 16), np.float32)).save(tmp_path / "in" / "f.tif")
+    msg = _one_line_error(capsys, ["--checkpoint", str(ck), "--image", str(tmp_path / "in"), "--out",
+                                   str(tmp_path / "o")])
+    assert msg.startswith("--image: ") and "f.tif: 32-bit float pixels (PIL mode F)" in msg
+    # a float mask has a white level (1.0): accepted
+    image = _rand_image(16, 16)
+    _write(tmp_path / "ok" / "a.png", image)
+    Image.fromarray(_block_mask(16, 16)).save(tmp_path / "fm.tif")
+    assert inpaint.main(["--checkpoint", str(ck), "--image", str(tmp_path / "ok" / "a.png"), "--mask",
+                         str(tmp_path / "fm.tif"), "--out", str(tmp_path / "o2"), "--quiet"]) == 0
+    res = np.asarray(Image.open(tmp_path / "o2" / "a.png"))
+    known = _block_mask(16, 16) == 1
+    assert np.array_equal(res[known], image[known]) and np.all(res[~known] == FILL_U8)
+
+
+class OpsG(FakeG):
+    """A stand-in that runs a real op with the backend set by set_backend, as the real G does."""
+
+    backend = "auto"
+
+    def set_backend(self, name):
+        self.backend = name
+        return self
+
+    def forward(self, img, mask, *args, **kwargs):
+        import mat_kernels
+        mat_kernels.partial_conv_mask_update(mask, kernel_size=3, backend=self.backend)
+        return super().forward(img, mask, *args, **kwargs)
+
+
+def test_cli_backend_that_cannot_run_is_a_one_line_error(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(inpaint, "load_generator", lambda *a, **k: OpsG(R=16))
+    (tmp_path / "model.json").write_text("{}")
+    _write(tmp_path / "a.png", _rand_image(16, 16))
+    argv = ["--checkpoint", str(tmp_path / "model.json"), "--image", str(tmp_path / "a.png"), "--out",
+            str(tmp_path / "o"), "--device", "cpu"]
+    msg = _one_line_error(capsys, argv + ["--backend", "cuda"])
+    assert msg.startswith("--backend cuda: backend 'cuda' cannot run partial_conv_mask_update here (cuda: ")
+    assert "needs CUDA tensors, got cpu" in msg and "reference" in msg and "can run it" in msg
+    assert inpaint.main(argv + ["--backend", "reference"]) == 0
+
+
+def test_cli_truncated_checkpoint_is_a_one_line_error(tmp_path, capsys):
+    _write(tmp_path / "a.png", _rand_image(16, 16))
+    torch.save({"G_ema": {"w": torch.zeros(1000)}}, tmp_path / "cut.pth")
+    data = (tmp_path / "cut.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    msg = _one_line_error(capsys, ["--checkpoint", str(tmp_path / "cut.pth"), "--image", str(tmp_path / "a.png"),
+                                   "--out", str(tmp_path / "o"), "--device", "cpu"])
+    assert msg.startswith(f"--checkpoint: {tmp_path / 'cut.pth'}: cannot read the checkpoint")
+    assert "truncated" in msg
+
+
+def test_cli_forced_triton_on_cpu_exits_2_without_traceback(tmp_path):
+    """The reported case, in a real process: --backend triton on a CPU-only run (no
+    TRITON_INTERPRET) used to end in a 40-line traceback."""
+    import os
+    from mat_kernels.models import Generator
+    if torch.cuda.is_available():
+        pytest.skip("triton can run here: the error needs a machine without CUDA")
+    torch.manual_seed(0)
+    cfg = ckpt.save_checkpoint(tmp_path / "g128", Generator(512, 0, 512, 128, 3))
+    _write(tmp_path / "a.png", _rand_image(128, 128))
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-m", "mat_kernels.cli.inpaint", "--checkpoint", str(cfg), "--image",
+                        str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--backend", "triton", "--quiet"],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("mat-inpaint: error: --backend triton: backend 'triton' cannot run ")
+    assert "needs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1), got cpu" in last
+    assert "reference can run it" in last
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading message, progress and summary
+# ----------------------------------------------------------------------------------------------
+
+
+def test_cli_reports_loading_progress_and_summary(fake_loader, tmp_path, capsys):
+    _, _, ck = fake_loader
+    for i in range(2):
+        _write(tmp_path / "img" / f"{i}.png", _rand_image(16, 16, seed=i))
+    out = tmp_path / "out"
+    assert inpaint.main(["--checkpoint", str(ck), "--image", str(tmp_path / "img"), "--out", str(out),
+                         "--save-masks"]) == 0
+    cap = capsys.readouterr()
+    assert f"mat-inpaint: loading {ck} on cpu ..." in cap.err and "mat-inpaint: loaded the 16x16 generator in" in cap.err
+    assert "1.png (2/2): 100%" in cap.err
+    assert f"mat-inpaint: wrote 2 images to {out}{__import__('os').sep} in " in cap.out and " s per image)" in cap.out
+    assert f"wrote the random masks to {out / 'masks'}" in cap.out
+    assert inpaint.main(["--checkpoint", str(ck), "--image", str(tmp_path / "img" / "0.png"), "--out",
+                         str(tmp_path / "out1"), "--quiet"]) == 0
+    cap = capsys.readouterr()
+    assert cap.out == "" and cap.err == ""
+    assert (tmp_path / "out1" / "0.png").exists()
+    _write(tmp_path / "m.png", np.full((16, 16), 255, np.uint8), "L")
+    assert inpaint.main(["--checkpoint", str(ck), "--image", str(tmp_path / "img" / "0.png"), "--mask",
+                         str(tmp_path / "m.png"), "--out", str(tmp_path / "out2"), "--save-masks"]) == 0
+    assert "--save-masks: nothing to save, the masks come from --mask" in capsys.readouterr().err
+
+
+def test_progress_advances_inside_an_image():
+    """The bar moves with G's layers during a forward, so a single slow image shows progress."""
+
+    class Layered(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Conv2d(3, 3, 1), nn.Conv2d(3, 3, 1), nn.Conv2d(3, 3, 1)
+            self.seen = []
+
+        def forward(self, x):
+            for layer in (self.a, self.b, self.c, self.a):  # a runs twice: 4 calls for 3 layers
+                x = layer(x)
+                self.seen.append(report.bar.n)
+            return x
+
+    G = Layered()
+    report = inpaint._Reporter(quiet=False)
+    report.start(G, n_images=2, hooks=True)
+    try:
+        assert report.per_image == 3 and report.bar.total == 6  # estimated from the layers
+        for i in range(2):
+            report.image(i, f"{i}.png")
+            G(torch.zeros(1, 3, 2, 2))
+            report.image_done(i)
+        assert report.per_image == 4 and report.bar.total == 8 and report.bar.n == 8
+        assert G.seen[:4] == [1, 2, 2, 2]  # capped below the image's share until it is done
+        assert G.seen[4:] == [5, 6, 7, 7]
+    finally:
+        report.close()
+    assert not G.a._forward_hooks

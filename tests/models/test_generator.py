@@ -183,3 +183,79 @@ def test_shape_flow_on_meta_tensors(res):
     assert out.shape == out_stg1.shape == (2, 3, res, res)
     assert logit.shape == logit_stg1.shape == (2, 1)
     assert [n for n, _ in D.named_children()][0] == "mapping"
+
+
+# ----------------------------------------------------------------------------------------------
+# Mask and image dtypes at the networks' inputs (issue #15)
+# ----------------------------------------------------------------------------------------------
+
+
+def _stage_inputs(res=128):
+    g = torch.Generator().manual_seed(5)
+    img = torch.rand(1, 3, res, res, generator=g) * 2 - 1
+    mask = torch.ones(1, 1, res, res)
+    mask[..., res // 4: 3 * res // 4, res // 8: res // 2] = 0
+    return img, mask, torch.randn(1, 8, 512, generator=g)
+
+
+def _run_seeded(net, *args, **kwargs):
+    torch.manual_seed(7)  # the always-on Bernoulli maps
+    with torch.no_grad():
+        return net(*args, **kwargs)
+
+
+def test_first_stage_takes_bool_masks_and_low_precision_inputs():
+    from mat_kernels.models import FirstStage
+    torch.manual_seed(0)
+    net = FirstStage(3, img_resolution=128).eval()
+    img, mask, ws = _stage_inputs()
+    img, ws = img.half(), ws.bfloat16()
+    # cast to the fp32 parameters: the same as running the rounded values in fp32
+    out = _run_seeded(net, img, mask.bool(), ws)
+    assert out.dtype == torch.float32
+    assert torch.equal(out, _run_seeded(net, img.float(), mask, ws.float()))
+
+
+def test_networks_take_bool_masks_and_refuse_other_masks():
+    torch.manual_seed(0)
+    G = Generator(512, 0, 512, 128, 3).eval()
+    D = Discriminator(0, 128, 3).eval()
+    img, mask, _ = _stage_inputs()
+    z = torch.randn(1, 512)
+    for a, b in zip(_run_seeded(D, img.half(), mask.bool(), img), _run_seeded(D, img.half().float(), mask, img)):
+        assert torch.equal(a, b)
+    calls = {"G": lambda m: G(img, m, z), "synthesis": lambda m: G.synthesis(img, m, torch.zeros(1, 8, 512)),
+             "first_stage": lambda m: G.synthesis.first_stage(img, m, torch.zeros(1, 8, 512)),
+             "D": lambda m: D(img, m, img)}
+    for name, call in calls.items():
+        with pytest.raises(TypeError, match=r"masks_in must be bool or floating .* got torch.uint8"):
+            call((mask * 255).to(torch.uint8))
+        with pytest.raises(TypeError, match="masks_in must be bool or floating"):
+            call(mask.long())
+        with pytest.raises(ValueError, match=r"masks_in must hold values in \[0, 1\].*\[0, 255\].*divided by 255"):
+            call(mask * 255)
+        with pytest.raises(ValueError, match=r"masks_in must hold values in \[0, 1\].*\[-1, 1\]"):
+            call(mask * 2 - 1)
+        with pytest.raises(ValueError, match="masks_in must hold values in"):
+            call(torch.full_like(mask, float("nan")))
+    with pytest.raises(TypeError, match="images_in must be a floating tensor"):
+        G(((img + 1) * 127.5).to(torch.uint8), mask, z)
+    with pytest.raises(TypeError, match="images_stg1 must be a floating tensor"):
+        D(img, mask, img.to(torch.uint8))
+
+
+def test_encoder_and_decoder_cast_low_precision_inputs_outside_autocast():
+    torch.manual_seed(0)
+    S = Generator(512, 0, 512, 128, 3).eval().synthesis
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 7, 128, 128, generator=g).half()
+    with torch.no_grad():
+        feats = S.enc(x)
+        assert all(f.dtype == torch.float32 for f in feats.values())
+        assert all(torch.equal(a, b) for a, b in zip(feats.values(), S.enc(x.float()).values()))
+        args = [torch.randn(1, 512, 16, 16, generator=g), torch.randn(1, S.num_layers, 512, generator=g),
+                torch.randn(1, 1024, generator=g)]
+        low = [a.bfloat16() for a in args] + [{k: v.bfloat16() for k, v in feats.items()}]
+        out = S.dec(*low, noise_mode="const")
+        want = S.dec(*[a.float() for a in low[:3]], {k: v.float() for k, v in low[3].items()}, noise_mode="const")
+    assert out.dtype == torch.float32 and torch.equal(out, want)
