@@ -37,6 +37,22 @@ def test_listing_and_loading(tmp_path):
         list_image_files(tmp_path / "none")
 
 
+def test_training_images_of_every_mode_are_8_bit_rgb(tmp_path):
+    """16-bit greyscale is rounded to 8 bits (it used to turn white: convert("RGB") clips I;16),
+    CMYK and palette go through PIL's RGB conversion, float images are refused naming the file."""
+    grey16 = np.array([[0, 257 * 7, 65535, 1000]], np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "g16.png")  # a 16-bit greyscale PNG
+    out = load_image(tmp_path / "g16.png")
+    assert out.dtype == np.uint8 and out.shape == (1, 4, 3)
+    assert out[0, :, 0].tolist() == [0, 7, 255, 4] and (out == out[..., :1]).all()
+    cmyk = Image.new("CMYK", (3, 2), (0, 255, 0, 0))
+    cmyk.save(tmp_path / "c.tif")
+    assert (load_image(tmp_path / "c.tif") == np.asarray(cmyk.convert("RGB"))).all()
+    Image.fromarray(np.ones((2, 2), np.float32), "F").save(tmp_path / "f.tif")
+    with pytest.raises(ValueError, match="f.tif"):
+        load_image(tmp_path / "f.tif")
+
+
 @pytest.fixture
 def folder(tmp_path):
     rng = np.random.RandomState(0)

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from .holes import MaskFolder, check_mask_args, random_mask
+from .images import load_image as read_picture
 
 __all__ = ["list_image_files", "load_image", "reflect_pad_bottom_right", "ImageFolderMaskDataset", "StepSampler",
            "item_rng"]
@@ -43,16 +44,14 @@ def list_image_files(root: Union[str, os.PathLike]) -> List[str]:
 
 
 def load_image(path: Union[str, os.PathLike]) -> np.ndarray:
-    """(H, W, 3) uint8: grayscale replicated to RGB, alpha and extra channels dropped."""
-    with Image.open(path) as im:
-        if im.mode not in ("L", "RGB", "RGBA"):
-            im = im.convert("RGB")
-        arr = np.asarray(im)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    if arr.shape[2] == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    return np.ascontiguousarray(arr[:, :, :3])
+    """(H, W, 3) uint8 for training: every mode decoded as :func:`mat_kernels.data.images.decode_image`
+    does (CMYK, palette, 16-bit greyscale, ... ; float images refused), alpha dropped, and 16-bit
+    greyscale rounded to 8 bits (``round(v / 257)``, so 65535 is 255), since the training pipeline
+    and its augmentations work on 8-bit images as the official one does."""
+    rgb = read_picture(path).rgb
+    if rgb.dtype == np.uint16:
+        rgb = np.rint(rgb / 257.0).astype(np.uint8)
+    return np.ascontiguousarray(rgb)
 
 
 def _reflect_index(n: int, size: int) -> np.ndarray:
