@@ -65,7 +65,7 @@ def windowed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_he
     if shift_bias is not None:
         nW = shift_bias.shape[0]
         attn = attn.view(B_ // nW, nW, num_heads, N, N) + shift_bias.to(attn.dtype).unsqueeze(1).unsqueeze(0)
-        attn = attn.view(-1, num_heads, N, N)
+        attn = attn.view(B_, num_heads, N, N)
     new_mask = None
     if mask_windows is not None:
         attn = attn + key_validity_bias(mask_windows.to(attn.dtype))
@@ -98,6 +98,9 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         out (B, H, W, C) in the input (un-shifted) layout, and the updated mask with the shape and
         dtype of ``mask`` (None when ``mask`` is None).
     """
+    window_size, shift_size, num_heads = _checks.as_ints(window_size=window_size, shift_size=shift_size,
+                                                         num_heads=num_heads)
+    scale = _checks.as_float("scale", scale, optional=True)
     _, _, _, _, head_dim = _checks.check_window_attention_args(
         q, k, v, mask, window_size, shift_size, num_heads, scale)
     scale = head_dim ** -0.5 if scale is None else float(scale)

@@ -21,6 +21,7 @@ def window_mask_update(mask: torch.Tensor, *, window_size: int, shift_size: int 
     Returns:
         The new mask, same shape and dtype, in the un-shifted layout.
     """
+    window_size, shift_size = _checks.as_ints(window_size=window_size, shift_size=shift_size)
     _checks.check_window_mask_update_args(mask, window_size, shift_size)
     return window_mask_update_core(mask, window_size, shift_size)
 
@@ -64,6 +65,7 @@ def partial_conv_mask_update(mask: torch.Tensor, *, kernel_size: int, stride: in
     Returns:
         (new_mask, ratio), each (B, 1, H_out, W_out) in the mask's floating dtype (float32 for bool).
     """
+    kernel_size, stride = _checks.as_ints(kernel_size=kernel_size, stride=stride)
     _checks.check_partial_conv_args(mask, kernel_size, stride)
     return partial_conv_mask_update_core(mask, kernel_size, stride)
 
