@@ -45,6 +45,104 @@ def fractional_mask(value: float, dtype: torch.dtype) -> torch.Tensor:
     return from_windows(mw, WS, SHIFT, H, W).to(dtype)
 
 
+# (q dtype, mask dtype, value): values that rounding to q's dtype (or to float32) would move onto
+# the rule's 0 or 1: 1e-8 and -1e-9 are 0 in float16, 0.9999 is 1 in float16 and bfloat16, 1.001
+# is 1 in bfloat16, 1e-50 is 0 in float32; 0.1 in a float64 mask is not a float32 number
+# (finding 2: the new mask).
+RULE_CASES = [
+    (torch.float16, torch.float32, 1e-8),
+    (torch.float16, torch.float32, 0.9999),
+    (torch.float16, torch.float32, 1.0001),
+    (torch.bfloat16, torch.float32, 0.9999),
+    (torch.float16, torch.float32, -1e-9),
+    (torch.bfloat16, torch.float32, 1.001),
+    (torch.float32, torch.float64, 1e-50),
+    (torch.float32, torch.float64, 0.1),
+]
+
+
+@pytest.mark.parametrize("dtype,mask_dtype,value", RULE_CASES, ids=[f"{str(a)[6:]}-{str(b)[6:]}-{v:g}"
+                                                                   for a, b, v in RULE_CASES])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mask_rule_uses_the_masks_own_values(backend, dtype, mask_dtype, value):
+    """The rule 0 -> -100, 1 -> 0, else the value itself compares the mask as given, never rounded
+    to q's dtype, in the output, the gradients and the new mask. The expected values come from the
+    reference run in float32/float64 on the same (exactly upcast) q, k, v: there no rounding of
+    the mask can happen, so a backend that rounds differs by far more than the tolerance."""
+    _require_attention(backend, dtype, mask_dtype)
+    mask = fractional_mask(value, mask_dtype)
+    _, new_mask = check_window_attention(backend, B, H, W, HEADS, HEAD_DIM, WS, SHIFT, mask, dtype=dtype,
+                                         device=DEVICE)
+    assert new_mask.dtype == mask_dtype
+
+
+def test_fractional_mask_changes_the_output():
+    """The cases above can fail: rounding the mask to q's dtype first gives a different output."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(B, H, W, HEADS * HEAD_DIM, generator=g, dtype=torch.float64) for _ in range(3))
+    kw = dict(window_size=WS, shift_size=SHIFT, num_heads=HEADS)
+    for dtype, mask_dtype, value in RULE_CASES[:-1]:
+        mask = fractional_mask(value, mask_dtype)
+        exact, _ = reference.window_attention(q, k, v, mask, **kw)
+        rounded, _ = reference.window_attention(q, k, v, mask.to(dtype).double(), **kw)
+        assert (exact - rounded).abs().max() > 0.1, (dtype, mask_dtype, value)
+
+
+def _nan_mask(dtype=torch.float32):
+    m = (torch.rand(2, H, W, 1, generator=torch.Generator().manual_seed(3)) > 0.3).to(dtype)
+    m[1, 7, 0] = float("nan")  # rolled position (5, 6): shifted window 3 of image 1
+    return m
+
+
+def _windows_holding(mask_nan: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, 1) bool: tokens whose shifted window holds a NaN of the mask."""
+    return reference.window_mask_update(mask_nan.isnan(), window_size=WS, shift_size=SHIFT)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_in_the_mask_propagates_to_its_window(backend):
+    """A NaN mask value is a NaN key bias: as in the official op sequence, every query of that
+    window gets a NaN output row (all heads) and the window's new mask is NaN; other windows are
+    untouched (equal to the run with the NaN replaced by 1 there)."""
+    _require_attention(backend)
+    mask = _nan_mask()
+    g = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(2, H, W, HEADS * HEAD_DIM, generator=g).to(DEVICE) for _ in range(3))
+    out, new_mask = ops.window_attention(q, k, v, mask.to(DEVICE), window_size=WS, shift_size=SHIFT,
+                                         num_heads=HEADS, backend=backend)
+    hit = _windows_holding(mask)
+    assert hit.sum() == WS * WS  # one window
+    out, new_mask = out.cpu(), new_mask.cpu()
+    assert out.isnan().all(-1, keepdim=True).eq(hit).all() and not out[~hit.expand_as(out)].isnan().any()
+    assert torch.equal(new_mask.isnan(), hit)
+    clean = mask.nan_to_num(1.0)
+    ref, ref_mask = reference.window_attention(q.cpu().double(), k.cpu().double(), v.cpu().double(), clean,
+                                               window_size=WS, shift_size=SHIFT, num_heads=HEADS)
+    keep = ~hit.expand_as(out)
+    assert_close(out[keep], ref[keep], "window_attention", "fwd", name="out outside the NaN window")
+    assert torch.equal(new_mask[~hit], ref_mask[~hit])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64], ids=str)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_propagates_in_the_mask_rules(backend, dtype):
+    mask = _nan_mask(dtype)
+    _require(backend, "window_mask_update", dtype=dtype, window_size=WS)
+    got = ops.window_mask_update(mask.to(DEVICE), window_size=WS, shift_size=SHIFT, backend=backend)
+    assert torch.equal(got.cpu().isnan(), _windows_holding(mask))
+    assert_mask_equal(got, reference.window_mask_update(mask, window_size=WS, shift_size=SHIFT))
+
+    img = mask.permute(0, 3, 1, 2).contiguous()
+    _require(backend, "partial_conv_mask_update", dtype=dtype, kernel_size=3, stride=1)
+    new, ratio = ops.partial_conv_mask_update(img.to(DEVICE), kernel_size=3, stride=1, backend=backend)
+    exp_new, exp_ratio = reference.partial_conv_mask_update(img, kernel_size=3, stride=1)
+    touched = torch.zeros_like(img, dtype=torch.bool)
+    touched[1, 0, 6:8, 0:2] = True  # the 3x3 boxes around (7, 0) inside the 8x8 image
+    for name, got, exp in (("new_mask", new, exp_new), ("ratio", ratio, exp_ratio)):
+        assert torch.equal(got.cpu().isnan(), touched), name
+        assert_mask_equal(got, exp, name=name)
+
+
 @pytest.mark.parametrize("mask_kind", [None, "4d", "3d-bool"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_empty_batch_attention(backend, mask_kind):
@@ -78,6 +176,21 @@ def test_empty_batch_mask_rules(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_mask_gets_no_gradient(backend):
+    """Fractional mask values enter the scores, yet the mask is not differentiated in any backend."""
+    _require_attention(backend)
+    g = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(B, H, W, HEADS * HEAD_DIM, generator=g).to(DEVICE).requires_grad_() for _ in range(3))
+    mask = fractional_mask(0.5, torch.float32).to(DEVICE).requires_grad_()
+    out, new_mask = ops.window_attention(q, k, v, mask, window_size=WS, shift_size=SHIFT, num_heads=HEADS,
+                                         backend=backend)
+    assert not new_mask.requires_grad
+    out.sum().backward()
+    assert mask.grad is None
+    assert all(t.grad is not None for t in (q, k, v))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_numpy_scalars_are_accepted(backend):
     """numpy integers (and 0-d integer tensors) where ints are expected, numpy floats for scale:
     the same results as Python numbers."""
@@ -108,4 +221,3 @@ def test_numpy_scalars_in_bias_act(backend):
     got = ops.bias_act(x, b, np.int64(1), "lrelu", alpha=np.float32(0.125), gain=np.float64(1.5),
                        clamp=np.float16(0.5), backend=backend)
     assert torch.equal(got, exp)
-

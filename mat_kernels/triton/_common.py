@@ -23,3 +23,11 @@ def interpreting() -> bool:
     environment of today)."""
     from triton.runtime.jit import JITFunction
     return not isinstance(_round_to, JITFunction)
+
+
+@triton.jit
+def _clamp01(v):
+    """clamp(v, 0, 1) that keeps NaN, as torch.clamp does: two compares and selects (NaN fails
+    both), rather than min/max, whose NaN handling differs between the GPU (drops it) and the
+    interpreter, and whose NaN-propagating forms are not available for every float type."""
+    return tl.where(v < 0.0, 0.0, tl.where(v > 1.0, 1.0, v))
