@@ -59,13 +59,16 @@ __device__ __forceinline__ int64_t row_stat_index(const WindowAttentionParams& p
     return ((static_cast<int64_t>(b) * p.num_heads + h) * p.H + y) * p.W + x;
 }
 
-// Key-validity bias of token t (0 without a mask). The mask is rounded to the attention dtype
-// first, as the official code does before applying the rule.
+// Key-validity bias of token t (0 without a mask). The rule is applied to the mask's own value
+// (read exactly, as a double, whatever the mask dtype), as the official masked_fill(mask == 0)
+// compares the mask's values: never rounded to the attention dtype first (under autocast a
+// float32 mask meets half q/k/v; 1e-8 would round to 0 in half and 0.9999 to 1 in bfloat16).
+// Only the resulting bias is rounded, to the float32 the scores are held in.
 __device__ __forceinline__ float token_key_bias(const WindowAttentionParams& p, int b, Pos pos) {
     if (p.mask == nullptr) return 0.0f;
     const double m = load_mask(p.mask, p.mask_dtype, b * p.mask_stride[0] + pos.y * p.mask_stride[1] +
                                                          pos.x * p.mask_stride[2]);
-    return key_bias(static_cast<float>(round_to(p.dtype, m)));
+    return static_cast<float>(key_bias(m));
 }
 
 // Load rows [t0, t0 + kTile) of head h of a strided token tensor into a float tile (zero rows past

@@ -51,11 +51,11 @@ MK_HD float shift_bias(int query_region, int key_region) {
     return query_region == key_region ? 0.0f : kMaskBias;
 }
 
-// Key-validity bias of MAT: exact 0 -> -100, exact 1 -> 0, any other value is added as it is.
-// `m` must already be rounded to the attention's working dtype (the official code casts the
-// mask to the logits' dtype before the rule).
-MK_HD float key_bias(float m) {
-    return m == 0.0f ? kMaskBias : (m == 1.0f ? 0.0f : m);
+// Key-validity bias of MAT: exact 0 -> -100, exact 1 -> 0, any other value is added as it is
+// (NaN stays NaN). `m` is the mask's own value, in a type that holds it exactly (double for any
+// mask dtype): the rule compares the mask's values, never values rounded to the attention dtype.
+template <typename T> MK_HD T key_bias(T m) {
+    return m == T(0) ? T(kMaskBias) : (m == T(1) ? T(0) : m);
 }
 
 // Decompose a window number of the flattened (B * nW) axis: b, wy, wx (window index fastest in

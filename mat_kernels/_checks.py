@@ -5,15 +5,62 @@ expected, so bad input never reaches a kernel.
 """
 from __future__ import annotations
 
+import numbers
+import operator
+
 import torch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
+def _is_bool(value) -> bool:
+    """Python, numpy and 0-d torch booleans (which index like 0/1 but are not numbers here)."""
+    return isinstance(value, bool) or str(getattr(value, "dtype", "")) in ("bool", "torch.bool")
+
+
+def as_int(name: str, value) -> int:
+    """``value`` as a Python int: ints and anything that indexes like one (``operator.index``:
+    numpy integers, 0-d integer tensors), never a bool. The public ops convert every integer
+    argument once with this, so backends only ever see Python ints."""
+    if not _is_bool(value):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise ValueError(f"{name} must be an int, got {value!r}")
+
+
+def as_float(name: str, value, optional: bool = False):
+    """``value`` as a Python float: real numbers (``numbers.Real``, e.g. numpy floats) and anything
+    with ``__float__`` (0-d tensors), never a bool; None passes through when ``optional``."""
+    if value is None and optional:
+        return None
+    if not _is_bool(value) and not isinstance(value, (str, bytes)) and (
+            isinstance(value, numbers.Real) or hasattr(type(value), "__float__")):
+        try:
+            return float(value)
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    raise TypeError(f"{name} must be a float{' or None' if optional else ''}, got {value!r}")
+
+
+def as_ints(**values) -> tuple:
+    """:func:`as_int` of each keyword argument, in order: ``a, b = as_ints(a=a, b=b)``."""
+    return tuple(as_int(name, value) for name, value in values.items())
+
+
 def check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if _is_bool(value) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return value
+
+
+def check_nonempty(name: str, x: torch.Tensor, dims: str, sizes) -> None:
+    """Zero-size spatial or channel dimensions are refused (a zero batch is allowed: every op
+    returns empty results for it). ``dims`` names the dimensions ``sizes`` are, e.g. "H, W, C"."""
+    if any(n == 0 for n in sizes):
+        raise ValueError(f"{name} must have non-zero {dims}, got shape {tuple(x.shape)} "
+                         f"(only the batch dimension B may be 0)")
 
 
 def check_tokens(name: str, x, ndim: int = 4) -> None:
@@ -65,6 +112,7 @@ def check_qkv(q, k, v, num_heads):
             raise ValueError(f"{name} must be on the same device as q ({q.device}), got {t.device}")
     check_positive_int("num_heads", num_heads)
     B, H, W, C = q.shape
+    check_nonempty("q", q, "H, W and C", (H, W, C))
     if C % num_heads:
         raise ValueError(f"num_heads={num_heads} must divide the channel count C={C}")
     return B, H, W, C, C // num_heads
@@ -87,6 +135,7 @@ def check_mask_image(mask, name: str = "mask") -> None:
         raise ValueError(f"{name} must have shape (B, 1, H, W), got {tuple(mask.shape)}")
     if mask.dtype != torch.bool and mask.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be bool or floating, got {mask.dtype}")
+    check_nonempty(name, mask, "H and W", mask.shape[2:])
 
 
 def check_window_mask_update_args(mask, window_size, shift_size):
@@ -96,6 +145,7 @@ def check_window_mask_update_args(mask, window_size, shift_size):
         raise ValueError(f"mask must be a (B, H, W, 1) or (B, H, W) tensor, got {got}")
     B, H, W = mask.shape[:3]
     check_mask(mask, B, H, W, mask.device)
+    check_nonempty("mask", mask, "H and W", (H, W))
     check_window_args(H, W, window_size, shift_size)
     return B, H, W
 

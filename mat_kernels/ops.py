@@ -37,6 +37,10 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Op
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
         _checks.check_tokens(name, t)
+    # numpy and other index-like scalars become Python numbers once, here: backends see only those.
+    window_size, shift_size, num_heads = _checks.as_ints(window_size=window_size, shift_size=shift_size,
+                                                         num_heads=num_heads)
+    scale = _checks.as_float("scale", scale, optional=True)
     # The one place the dtype of q/k/v is decided: under autocast they run in its dtype, as
     # PyTorch's own attention ops do (they can arrive in different dtypes there: a projection
     # whose fp32 bias is added after a half GEMM stays fp32); otherwise they must share one.
@@ -56,6 +60,7 @@ def window_mask_update(mask: torch.Tensor, *, window_size: int, shift_size: int 
                        backend: str = "auto") -> torch.Tensor:
     """The attention layer's mask rule alone: the contract of
     :func:`mat_kernels.reference.window_mask_update`, plus ``backend``."""
+    window_size, shift_size = _checks.as_ints(window_size=window_size, shift_size=shift_size)
     _checks.check_window_mask_update_args(mask, window_size, shift_size)
     facts: backends.Facts = dict(device=mask.device, dtype=mask.dtype, window_size=window_size)
     fn = backends.choose("window_mask_update", backend, facts)
@@ -66,6 +71,7 @@ def partial_conv_mask_update(mask: torch.Tensor, *, kernel_size: int, stride: in
                              backend: str = "auto") -> Tuple[torch.Tensor, torch.Tensor]:
     """The partial-convolution mask rule: the contract of
     :func:`mat_kernels.reference.partial_conv_mask_update`, plus ``backend``."""
+    kernel_size, stride = _checks.as_ints(kernel_size=kernel_size, stride=stride)
     _checks.check_partial_conv_args(mask, kernel_size, stride)
     facts: backends.Facts = dict(device=mask.device, dtype=mask.dtype, kernel_size=kernel_size, stride=stride)
     fn = backends.choose("partial_conv_mask_update", backend, facts)
@@ -77,7 +83,9 @@ def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, ac
              backend: str = "auto") -> torch.Tensor:
     """Bias, activation, gain and clamp of the StyleGAN2 layers: the contract of
     :func:`mat_kernels.reference.bias_act`, plus ``backend``."""
-    dim = _checks.check_bias_act_args(x, b, dim, act, ACTIVATIONS)
+    dim = _checks.check_bias_act_args(x, b, _checks.as_int("dim", dim), act, ACTIVATIONS)
+    alpha, gain, clamp = (_checks.as_float(n, v, optional=True) for n, v in (("alpha", alpha), ("gain", gain),
+                                                                             ("clamp", clamp)))
     if b is not None and b.dtype != x.dtype:
         # Under autocast x leaves the conv/matmul in fp16/bf16 while b is the fp32 parameter:
         # x + b promotes to fp32 (as in the official layers). Promoting both first is exact, gives

@@ -80,13 +80,15 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, op: str, what: st
 
 
 def assert_mask_equal(actual: Optional[torch.Tensor], expected: Optional[torch.Tensor], name: str = "new_mask"):
-    """Masks from every backend must equal the reference exactly (shape, dtype and values)."""
+    """Masks from every backend must equal the reference exactly (shape, dtype and values; a NaN
+    must be NaN in both, as NaN mask values propagate in every backend)."""
     if expected is None or actual is None:
         assert actual is None and expected is None, f"{name}: got {type(actual)}, expected {type(expected)}"
         return
     assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     assert actual.dtype == expected.dtype, f"{name}: dtype {actual.dtype} != {expected.dtype}"
-    diff = (actual.cpu() != expected.cpu())
+    a, e = actual.cpu(), expected.cpu()
+    diff = (a != e) & ~(a.isnan() & e.isnan())
     if diff.any():
         raise AssertionError(f"{name}: {int(diff.sum())} elements differ; first at {diff.nonzero()[:5].tolist()}")
 

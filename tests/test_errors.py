@@ -1,6 +1,7 @@
 """Every bad input to the public ops gets its own clear error naming the argument."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -46,6 +47,20 @@ BAD_ATTENTION = {
     "mask_device": (dict(mask=torch.ones(1, 16, 16, 1, device="meta")), ValueError, "mask must be on the same device"),
     "k_device": (dict(k=torch.randn(1, 16, 16, 12, device="meta")), ValueError, "k must be on the same device"),
     "scale_type": (dict(scale="x"), TypeError, "scale must be a float"),
+    # issue #16: zero-size grids and channels are refused by name (a zero batch is allowed)
+    "q_zero_H": (dict(q=torch.randn(1, 0, 16, 12), k=torch.randn(1, 0, 16, 12), v=torch.randn(1, 0, 16, 12),
+                      mask=None), ValueError, "q must have non-zero H, W and C"),
+    "q_zero_W": (dict(q=torch.randn(1, 16, 0, 12), k=torch.randn(1, 16, 0, 12), v=torch.randn(1, 16, 0, 12),
+                      mask=None), ValueError, "q must have non-zero H, W and C"),
+    "q_zero_C": (dict(q=torch.randn(1, 16, 16, 0), k=torch.randn(1, 16, 16, 0), v=torch.randn(1, 16, 16, 0)),
+                 ValueError, "q must have non-zero H, W and C"),
+    # int-like numbers are accepted (tests/test_ops_semantics.py), bools and floats are not
+    "window_bool": (dict(window_size=True), ValueError, "window_size must be an int, got True"),
+    "window_float": (dict(window_size=8.0), ValueError, "window_size must be an int, got 8.0"),
+    "heads_np_bool": (dict(num_heads=np.True_), ValueError, "num_heads must be an int"),
+    "shift_bool_tensor": (dict(shift_size=torch.tensor(False)), ValueError, "shift_size must be an int"),
+    "scale_bool": (dict(scale=True), TypeError, "scale must be a float or None, got True"),
+    "scale_vector": (dict(scale=torch.ones(2)), TypeError, "scale must be a float"),
 }
 
 
@@ -109,6 +124,42 @@ def test_partial_conv_mask_update_bad_input(fn):
         fn(torch.ones(1, 1, 8, 8), kernel_size=3, stride=0)
     with pytest.raises(TypeError, match="mask must be a torch.Tensor"):
         fn(None, kernel_size=3)
+
+
+@pytest.mark.parametrize("fn", [reference.window_mask_update, mat_kernels.window_mask_update])
+def test_window_mask_update_zero_size_and_bool_args(fn):
+    with pytest.raises(ValueError, match="mask must have non-zero H and W"):
+        fn(torch.ones(1, 0, 16, 1), window_size=8)
+    with pytest.raises(ValueError, match="mask must have non-zero H and W"):
+        fn(torch.ones(1, 16, 0), window_size=8)
+    with pytest.raises(ValueError, match="window_size must be an int"):
+        fn(torch.ones(1, 16, 16, 1), window_size=np.float64(8))
+    with pytest.raises(ValueError, match="shift_size must be an int"):
+        fn(torch.ones(1, 16, 16, 1), window_size=8, shift_size=False)
+
+
+@pytest.mark.parametrize("fn", [reference.partial_conv_mask_update, mat_kernels.partial_conv_mask_update])
+def test_partial_conv_zero_size_and_bool_args(fn):
+    with pytest.raises(ValueError, match="mask must have non-zero H and W"):
+        fn(torch.ones(1, 1, 0, 8), kernel_size=3)
+    with pytest.raises(ValueError, match="mask must have non-zero H and W"):
+        fn(torch.ones(2, 1, 8, 0), kernel_size=3)
+    with pytest.raises(ValueError, match="kernel_size must be an int"):
+        fn(torch.ones(1, 1, 8, 8), kernel_size=True)
+    with pytest.raises(ValueError, match="stride must be an int"):
+        fn(torch.ones(1, 1, 8, 8), kernel_size=3, stride=2.0)
+
+
+@pytest.mark.parametrize("fn", [reference.bias_act, mat_kernels.bias_act])
+def test_bias_act_bool_and_non_number_args(fn):
+    x = torch.randn(2, 3)
+    with pytest.raises(ValueError, match="dim must be an int"):
+        fn(x, None, True)
+    for name in ("alpha", "gain", "clamp"):
+        with pytest.raises(TypeError, match=f"{name} must be a float or None"):
+            fn(x, None, 1, "lrelu", **{name: True})
+        with pytest.raises(TypeError, match=f"{name} must be a float or None"):
+            fn(x, None, 1, "lrelu", **{name: "1"})
 
 
 @pytest.mark.parametrize("fn", [reference.partial_conv_mask_update, mat_kernels.partial_conv_mask_update])

@@ -110,7 +110,8 @@ def build_sdpa(case: AttentionCase, device) -> AttentionFn:
         if shift_bias is not None:
             bias = shift_bias.view(1, nW, 1, N, N)
         if mw is not None:
-            key_bias = key_validity_bias(mw.to(q.dtype)).view(B, nW, 1, 1, N)
+            # The rule on the mask's own values; SDPA wants the resulting bias in q's dtype.
+            key_bias = key_validity_bias(mw, q.dtype).view(B, nW, 1, 1, N)
             bias = key_bias if bias is None else bias + key_bias
             new_mw = windowed_mask_update(mw)
         if bias is not None:

@@ -34,7 +34,9 @@ def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, ac
     Returns:
         A tensor of x's shape.
     """
-    dim = _checks.check_bias_act_args(x, b, dim, act, ACTIVATIONS)
+    dim = _checks.check_bias_act_args(x, b, _checks.as_int("dim", dim), act, ACTIVATIONS)
+    alpha, gain, clamp = (_checks.as_float(n, v, optional=True) for n, v in (("alpha", alpha), ("gain", gain),
+                                                                             ("clamp", clamp)))
     alpha, gain, clamp = bias_act_defaults(act, alpha, gain, clamp)
     return bias_act_core(x, b, dim, act, alpha, gain, clamp)
 

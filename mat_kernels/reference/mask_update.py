@@ -20,7 +20,12 @@ def window_mask_update(mask: torch.Tensor, *, window_size: int, shift_size: int 
         mask: (B, H, W, 1) or (B, H, W), bool or float (1 valid, 0 hole).
     Returns:
         The new mask, same shape and dtype, in the un-shifted layout.
+
+    As in :func:`~mat_kernels.reference.window_attention` (the same rule, in every backend): the
+    sum runs in at least float32 (float64 masks in float64), a NaN makes its whole window NaN
+    (clamp keeps NaN), B = 0 gives an empty mask and zero H or W is a ValueError.
     """
+    window_size, shift_size = _checks.as_ints(window_size=window_size, shift_size=shift_size)
     _checks.check_window_mask_update_args(mask, window_size, shift_size)
     return window_mask_update_core(mask, window_size, shift_size)
 
@@ -63,7 +68,12 @@ def partial_conv_mask_update(mask: torch.Tensor, *, kernel_size: int, stride: in
         stride: the layer's ``down`` factor.
     Returns:
         (new_mask, ratio), each (B, 1, H_out, W_out) in the mask's floating dtype (float32 for bool).
+
+    In every backend: a NaN in the mask makes S, hence new_mask and ratio, NaN at every output
+    whose k x k box holds it (as the official conv2d/clamp sequence does); B = 0 gives empty
+    results; zero H or W is a ValueError. The mask gets no gradient.
     """
+    kernel_size, stride = _checks.as_ints(kernel_size=kernel_size, stride=stride)
     _checks.check_partial_conv_args(mask, kernel_size, stride)
     return partial_conv_mask_update_core(mask, kernel_size, stride)
 

@@ -14,14 +14,18 @@ def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
     """(B, H, W, C) -> (B * nW, ws, ws, C); window index b * nW + wy * (W // ws) + wx."""
     B, H, W, C = x.shape
     x = x.view(B, H // window_size, window_size, W // window_size, window_size, C)
-    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, window_size, window_size, C)
+    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(B * (H // window_size) * (W // window_size), window_size,
+                                                          window_size, C)
 
 
 def window_reverse(windows: torch.Tensor, window_size: int, H: int, W: int) -> torch.Tensor:
-    """Exact inverse of :func:`window_partition`: (B * nW, ws, ws, C) -> (B, H, W, C)."""
-    B = int(windows.shape[0] / (H * W / window_size / window_size))
-    x = windows.view(B, H // window_size, W // window_size, window_size, window_size, -1)
-    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(B, H, W, -1)
+    """Exact inverse of :func:`window_partition`: (B * nW, ws, ws, C) -> (B, H, W, C).
+
+    The sizes are spelled out (no -1), so an empty batch (B = 0) works too."""
+    B = windows.shape[0] // ((H // window_size) * (W // window_size))
+    C = windows.shape[-1]
+    x = windows.view(B, H // window_size, W // window_size, window_size, window_size, C)
+    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(B, H, W, C)
 
 
 def to_windows(x: torch.Tensor, window_size: int, shift_size: int = 0) -> torch.Tensor:
@@ -29,12 +33,14 @@ def to_windows(x: torch.Tensor, window_size: int, shift_size: int = 0) -> torch.
     token order of a shifted Swin block's windows."""
     if shift_size > 0:
         x = torch.roll(x, shifts=(-shift_size, -shift_size), dims=(1, 2))
-    return window_partition(x, window_size).view(-1, window_size * window_size, x.shape[-1])
+    windows = window_partition(x, window_size)
+    return windows.view(windows.shape[0], window_size * window_size, x.shape[-1])
 
 
 def from_windows(windows: torch.Tensor, window_size: int, shift_size: int, H: int, W: int) -> torch.Tensor:
     """Exact inverse of :func:`to_windows`: (B * nW, ws * ws, C) -> (B, H, W, C), shifted back."""
-    x = window_reverse(windows.reshape(-1, window_size, window_size, windows.shape[-1]), window_size, H, W)
+    x = window_reverse(windows.reshape(windows.shape[0], window_size, window_size, windows.shape[-1]),
+                       window_size, H, W)
     if shift_size > 0:
         x = torch.roll(x, shifts=(shift_size, shift_size), dims=(1, 2))
     return x

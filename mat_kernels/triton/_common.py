@@ -71,3 +71,11 @@ def needs_int64_offsets(*tensors, numel: int = 0) -> bool:
     flat index (``numel``, e.g. of the per-row statistics) reaches 2**31. Otherwise the 32-bit path
     is taken, which compiles exactly as before."""
     return numel >= INT32_LIMIT or any(image_span(t) >= INT32_LIMIT for t in tensors if t is not None)
+
+
+@triton.jit
+def _clamp01(v):
+    """clamp(v, 0, 1) that keeps NaN, as torch.clamp does: two compares and selects (NaN fails
+    both), rather than min/max, whose NaN handling differs between the GPU (drops it) and the
+    interpreter, and whose NaN-propagating forms are not available for every float type."""
+    return tl.where(v < 0.0, 0.0, tl.where(v > 1.0, 1.0, v))

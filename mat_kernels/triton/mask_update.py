@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import _round_to, needs_int64_offsets
+from ._common import _clamp01, _round_to, needs_int64_offsets
 
 __all__ = ["window_mask_update_triton", "partial_conv_mask_update_triton", "pconv_out_shape"]
 
@@ -67,11 +67,12 @@ def _window_mask_update_kernel(m_ptr, out_ptr, H, W, n_win_h, n_win_w, stride_b,
         new = tl.max(tl.max(v, axis=2), axis=1)
     else:
         # torch.sum accumulates fp16/bf16 in fp32 and rounds the total to the mask's dtype;
-        # clamp then works on that rounded value (0 and 1 are exact in every dtype).
+        # clamp then works on that rounded value (0 and 1 are exact in every dtype) and keeps
+        # a NaN, as torch.clamp does.
         ACC: tl.constexpr = tl.float64 if IS_FP64 else tl.float32
         total = tl.sum(tl.sum(v.to(ACC), axis=2), axis=1)
         new = _round_to(total, out_ptr.dtype.element_ty, ACC)
-        new = tl.minimum(tl.maximum(new, 0.0), 1.0).to(out_ptr.dtype.element_ty)
+        new = _clamp01(new).to(out_ptr.dtype.element_ty)
     out = tl.zeros([WIN_BLOCK, BLOCK, BLOCK], dtype=out_ptr.dtype.element_ty) + new[:, None, None]
     tl.store(out_ptr + b * H * W + y * W + x, out, mask=inside)
 
@@ -123,7 +124,7 @@ def _partial_conv_mask_update_kernel(m_ptr, new_ptr, ratio_ptr, H, W, H_out, W_o
         rcp = one / t  # fp64 division is always IEEE round-to-nearest
     else:
         rcp = tl.math.div_rn(one, t)  # '/' would be the approximate div.full.f32 on GPUs
-    new = tl.minimum(tl.maximum(s, 0.0), 1.0)
+    new = _clamp01(s)  # keeps a NaN count NaN, as torch.clamp does
     ratio = (rcp * (K * K)) * new
     new = _round_to(new, DTYPE, ACC)  # exact in DTYPE now, so the store casts are too
     ratio = _round_to(ratio, DTYPE, ACC)

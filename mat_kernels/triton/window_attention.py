@@ -11,7 +11,9 @@ Layout and indexing (no copies of q, k, v, the mask or the output):
 * Biases: key validity (mask value 0 -> -100, 1 -> 0, any other value added as is) and, when
   s > 0, -100 between tokens of different shift regions; region ids come from the rolled-frame
   coordinates. Biases add (-200 possible). Finite biases keep all-hole windows equal to plain
-  attention (softmax is shift invariant), never NaN.
+  attention (softmax is shift invariant), never NaN. The rule compares the mask's own values
+  (never rounded to q's dtype); a NaN mask value makes its window's outputs and new mask NaN,
+  as in the official code (see :func:`mat_kernels.reference.window_attention`).
 
 Forward: one program per (query block, window, head); keys are visited in blocks with an online
 softmax (flash-attention style), so no (N, N) matrix exists anywhere and a 256-token window does
@@ -55,7 +57,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import _cast, interpreting, needs_int64_offsets
+from ._common import _cast, _clamp01, interpreting, needs_int64_offsets
 
 # ----------------------------------------------------------------------------------------------
 # index helpers (inlined)
@@ -122,10 +124,14 @@ def _region(n, last_y, last_x, shift, WS: tl.constexpr):
 
 @triton.jit
 def _key_bias(mv):
-    """Official key-validity rule on fp32 mask values: 0 -> -100, 1 -> 0, others unchanged.
+    """Official key-validity rule on the mask values as loaded, in the mask's own dtype (bool as
+    uint8 0/1): 0 -> -100, 1 -> 0, others (NaN too) unchanged; the bias is returned in fp32.
+    Comparing before any cast keeps the rule of the reference (a float64 1e-50 is not 0).
     -100 (here and for shift regions) is the official fill value, the reference's MASK_BIAS; a
     finite fill keeps windows without a valid key equal to plain attention instead of NaN."""
-    return tl.where(mv == 0.0, -100.0, tl.where(mv == 1.0, 0.0, mv))
+    if mv.dtype == tl.uint8:
+        mv = mv.to(tl.float32)
+    return tl.where(mv == 0.0, -100.0, tl.where(mv == 1.0, 0.0, mv)).to(tl.float32)
 
 
 @triton.jit
@@ -183,7 +189,7 @@ def _window_attention_fwd_kernel(Q, K, V, M, O, LSE, NM,
             k_reg = _region(offs_n, last_y, last_x, shift, WS)
             s = s + tl.where(q_reg[:, None] != k_reg[None, :], -100.0, 0.0)
         if HAS_MASK:
-            mv = tl.load(M + b * smb + ky * smh + kx * smw, mask=n_ok, other=0).to(tl.float32)
+            mv = tl.load(M + b * smb + ky * smh + kx * smw, mask=n_ok, other=0)
             s = s + _key_bias(mv)[None, :]
         # padded keys are excluded outright (they are not tokens); every block has a real key
         s = tl.where(n_ok[None, :], s, float("-inf"))
@@ -205,16 +211,19 @@ def _window_attention_fwd_kernel(Q, K, V, M, O, LSE, NM,
             # is a second pass over the window's mask (N values, one program per window) rather
             # than an accumulator in the attention loop, which would hold registers in every
             # program for the benefit of one.
-            msum = tl.zeros([BLOCK_N], tl.float32)
+            # Summed in fp32, in fp64 for fp64 masks (as torch.sum does); a NaN propagates
+            # (clamp keeps NaN, as in the official code).
+            ACC: tl.constexpr = tl.float64 if M.dtype.element_ty == tl.float64 else tl.float32
+            msum = tl.zeros([BLOCK_N], ACC)
             for start_n in range(0, N, BLOCK_N):
                 offs_n = start_n + tl.arange(0, BLOCK_N)
                 ny, nx = _token_yx(offs_n, wy, wx, H, W, shift, WS, OFFS_64)
-                msum += tl.load(M + b * smb + ny * smh + nx * smw, mask=offs_n < N, other=0).to(tl.float32)
-            total = tl.minimum(tl.maximum(tl.sum(msum, 0), 0.0), 1.0)
+                msum += tl.load(M + b * smb + ny * smh + nx * smw, mask=offs_n < N, other=0).to(ACC)
+            total = _clamp01(tl.sum(msum, 0))
             for start_n in range(0, N, BLOCK_N):
                 offs_n = start_n + tl.arange(0, BLOCK_N)
                 ny, nx = _token_yx(offs_n, wy, wx, H, W, shift, WS, OFFS_64)
-                val = tl.zeros([BLOCK_N], tl.float32) + total
+                val = tl.zeros([BLOCK_N], ACC) + total
                 tl.store(NM + b * snb + ny * snh + nx * snw, _cast(val, NM.dtype.element_ty), mask=offs_n < N)
 
 
@@ -272,7 +281,7 @@ def _window_attention_bwd_dkdv_kernel(Q, K, V, M, DO, LSE, DELTA, DK, DV,
     # per-key bias (rows of the transposed score tile)
     kbias = tl.zeros([BLOCK_N], tl.float32)
     if HAS_MASK:
-        mv = tl.load(M + b * smb + ky * smh + kx * smw, mask=n_ok, other=0).to(tl.float32)
+        mv = tl.load(M + b * smb + ky * smh + kx * smw, mask=n_ok, other=0)
         kbias = _key_bias(mv)
     if HAS_SHIFT:
         k_reg = _region(offs_n, last_y, last_x, shift, WS)
@@ -348,7 +357,7 @@ def _window_attention_bwd_dq_kernel(Q, K, V, M, DO, LSE, DELTA, DQ,
             k_reg = _region(offs_n, last_y, last_x, shift, WS)
             s = s + tl.where(q_reg[:, None] != k_reg[None, :], -100.0, 0.0)
         if HAS_MASK:
-            mv = tl.load(M + b * smb + ky * smh + kx * smw, mask=n_ok, other=0).to(tl.float32)
+            mv = tl.load(M + b * smb + ky * smh + kx * smw, mask=n_ok, other=0)
             s = s + _key_bias(mv)[None, :]
         p = tl.exp(s - lse[:, None])
         p = tl.where(m_ok[:, None] & n_ok[None, :], p, 0.0)

@@ -18,7 +18,7 @@ def windowed(q, k, v, mask, ws, s, heads, scale):
         bias = bias + shift_attention_bias(H, W, ws, s, dtype=q.dtype).repeat(B, 1, 1).unsqueeze(1)
     if mask is not None:
         m = mask if mask.ndim == 4 else mask.unsqueeze(-1)
-        bias = bias + key_validity_bias(to_windows(m, ws, s).to(q.dtype))
+        bias = bias + key_validity_bias(to_windows(m, ws, s), q.dtype)
     return qw, kw, vw, bias
 
 

@@ -249,3 +249,86 @@ def test_saturated_softmax_backward_is_exact(emu):
     dq, dk, dv = emu_bwd(emu, torch.randn(out.shape, generator=g), q, k, v, None, out, lse, 8, 0, 1, 32 ** -0.5)
     assert torch.count_nonzero(dq) == 0 and torch.count_nonzero(dk) == 0
     assert torch.isfinite(dv).all() and dv.abs().max() > 0
+
+
+# ---- issue #16: one semantics with the reference and Triton (tests/test_ops_semantics.py) ----
+from ..test_ops_semantics import RULE_CASES, fractional_mask  # noqa: E402
+
+RULE_IMPL_CASES = [c + (impl,) for c in RULE_CASES for impl in ("default", "simt") if impl == "default" or
+                   c[0] != torch.float32]
+
+
+@pytest.mark.parametrize("dtype,mask_dtype,value,impl", RULE_IMPL_CASES,
+                         ids=[f"{str(c[0])[6:]}-{str(c[1])[6:]}-{c[2]:g}-{c[3]}" for c in RULE_IMPL_CASES])
+def test_mask_rule_uses_the_masks_own_values(emu, dtype, mask_dtype, value, impl):
+    """The kernels apply the rule to the mask's own value (a float32 1e-8 next to half q/k/v is
+    not 0), in the forward (both implementations), the backward and the new mask."""
+    g = torch.Generator().manual_seed(5)
+    ws, s, heads, hd = 4, 2, 2, 8
+    q, k, v = _make_qkv(1, 8, 8, heads * hd, dtype, "contiguous", g)
+    mask = fractional_mask(value, mask_dtype)
+    scale = hd ** -0.5
+    out, lse, new_mask = emu_fwd(emu, q, k, v, mask, ws, s, heads, scale, force_simt=impl == "simt")
+    ref_dtype = torch.float64 if dtype == torch.float32 else torch.float32
+    rq, rk, rv = (t.to(ref_dtype).requires_grad_() for t in (q, k, v))
+    ref, ref_mask = reference.window_attention(rq, rk, rv, mask, window_size=ws, shift_size=s, num_heads=heads)
+    assert_close(out, ref, OP, "fwd", name="out")
+    assert_mask_equal(new_mask, ref_mask)
+    dout = torch.randn(out.shape, generator=g).to(dtype)
+    grads = emu_bwd(emu, dout, q, k, v, mask, out, lse, ws, s, heads, scale)
+    for name, got, exp in zip(("dq", "dk", "dv"), grads, torch.autograd.grad(ref, (rq, rk, rv), dout.to(ref_dtype))):
+        assert_close(got, exp, OP, "bwd", dtype=dtype, name=name)
+
+
+@pytest.mark.parametrize("dtype,impl", [(torch.float32, "default"), (torch.float16, "default"),
+                                        (torch.float16, "simt")], ids=str)
+def test_nan_in_the_mask_propagates_to_its_window(emu, dtype, impl):
+    """As in the official op sequence: the NaN's (shifted) window gets NaN output rows and a NaN
+    new mask; every other window equals the run without the NaN there."""
+    g = torch.Generator().manual_seed(6)
+    ws, s, heads = 4, 2, 2
+    q, k, v = _make_qkv(2, 8, 8, 16, dtype, "contiguous", g)
+    mask = (torch.rand(2, 8, 8, 1, generator=g) > 0.3).float()
+    mask[1, 7, 0] = float("nan")
+    hit = reference.window_mask_update(mask.isnan(), window_size=ws, shift_size=s)
+    out, _, new_mask = emu_fwd(emu, q, k, v, mask, ws, s, heads, 0.25, force_simt=impl == "simt")
+    assert hit.sum() == ws * ws
+    assert out.isnan().all(-1, keepdim=True).eq(hit).all() and not out[~hit.expand_as(out)].isnan().any()
+    assert torch.equal(new_mask.isnan(), hit)
+    clean, _, clean_mask = emu_fwd(emu, q, k, v, mask.nan_to_num(1.0), ws, s, heads, 0.25,
+                                   force_simt=impl == "simt")
+    keep = ~hit.expand_as(out)
+    assert torch.equal(out[keep], clean[keep]) and torch.equal(new_mask[~hit], clean_mask[~hit])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64], ids=str)
+def test_nan_propagates_in_the_mask_kernels(emu, dtype):
+    mask = (torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(7)) > 0.3).to(dtype)
+    mask[1, 7, 0] = float("nan")
+    new = torch.empty_like(mask)
+    _check(emu.emu_window_mask_update(_ptr(mask), DT[dtype], _strides(mask, 3), _ptr(new), 2, 8, 8, 4, 2))
+    exp = reference.window_mask_update(mask, window_size=4, shift_size=2)
+    assert exp.isnan().sum() == 16
+    assert_mask_equal(new, exp)
+    img = mask.unsqueeze(1)
+    exp_new, exp_ratio = reference.partial_conv_mask_update(img, kernel_size=3, stride=1)
+    new, ratio = torch.empty_like(exp_new), torch.empty_like(exp_ratio)
+    _check(emu.emu_partial_conv_mask_update(_ptr(img), DT[dtype], _strides(img, 4), _ptr(new), _ptr(ratio),
+                                            DT[dtype], 2, 8, 8, 8, 8, 3, 1))
+    assert exp_new.isnan().sum() == 4
+    assert_mask_equal(new, exp_new, name="new_mask")
+    assert_mask_equal(ratio, exp_ratio, name="ratio")
+
+
+def test_empty_batch_launches_nothing(emu):
+    """B = 0: every launcher returns without an error (a CUDA grid of 0 blocks is one)."""
+    q, k, v = _make_qkv(0, 8, 8, 16, torch.float16, "contiguous", torch.Generator())
+    mask = torch.ones(0, 8, 8, 1)
+    for simt in (False, True):
+        out, lse, _ = emu_fwd(emu, q, k, v, mask, 4, 2, 2, 0.25, force_simt=simt)
+    assert out.shape == q.shape
+    emu_bwd(emu, torch.zeros_like(q), q, k, v, mask, out, lse, 4, 2, 2, 0.25)
+    _check(emu.emu_window_mask_update(_ptr(mask), DT[mask.dtype], _strides(mask, 3), _ptr(mask), 0, 8, 8, 4, 2))
+    img = mask.view(0, 1, 8, 8)
+    _check(emu.emu_partial_conv_mask_update(_ptr(img), 0, _strides(img, 4), _ptr(img), _ptr(img), 0, 0, 8, 8, 4, 4,
+                                            3, 2))

@@ -181,3 +181,14 @@ def test_torch_compile_fullgraph_through_the_ops(mock_backend):
     g = torch.autograd.grad(out.sum(), (q, k, v))
     rg = torch.autograd.grad(ref.sum(), (q, k, v))
     assert all(torch.allclose(a, b) for a, b in zip(g, rg))
+
+
+def test_mask_gets_no_gradient(mock_backend):
+    """Issue #16: a fractional mask with requires_grad ends with grad None, as in every backend
+    (the autograd formula returns None for it); q, k and v get theirs."""
+    q, k, v = _qkv(C=4, requires_grad=True)
+    mask = (_mask() * 0.5).requires_grad_()
+    out, new_mask = _attention(q, k, v, mask, 4, 2, 2)
+    assert not new_mask.requires_grad
+    out.sum().backward()
+    assert mask.grad is None and all(t.grad is not None for t in (q, k, v))
