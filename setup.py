@@ -76,7 +76,7 @@ setup(
     extras_require={
         # FID / P-IDS / U-IDS need scipy (matrix square root) and scikit-learn (linear SVM).
         "metrics": ["scipy", "scikit-learn"],
-        "test": ["pytest", "pytest-benchmark", "scipy", "scikit-learn", "scikit-image"],
+        "test": ["pytest", "pytest-benchmark", "hypothesis", "scipy", "scikit-learn", "scikit-image"],
     },
     entry_points={
         "console_scripts": [

@@ -222,47 +222,97 @@ def reference_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else torch.float64
 
 
+# q/k/v layouts the attention checker draws inputs in: "contiguous" (three (B, H, W, C) tensors),
+# "fused" (chunks of one (B, H, W, 3C) projection), "permuted" ((B, C, H, W) tensors seen as
+# (B, H, W, C): channel stride H*W), "sliced" (every other token column of a (B, H, 2W, C) tensor
+# and the first C channels of a wider one: row strides that are not the size of a row).
+QKV_LAYOUTS = ("contiguous", "fused", "permuted", "sliced")
+# Incoming gradients: "random" (standard normal), "zeros", "sparse" (normal on ~5% of the
+# elements, zero elsewhere), "strided" (random, given as a non-contiguous view).
+GRAD_KINDS = ("random", "zeros", "sparse", "strided")
+
+
+def attention_inputs(layout: str, shape, dtype: torch.dtype, device, seed: int):
+    """Random q, k, v of ``shape`` (B, H, W, C) in one of :data:`QKV_LAYOUTS`: returns the leaf
+    tensors (requiring grad) and a function mapping leaves (these, or copies in another dtype) to
+    (q, k, v)."""
+    B, H, W, C = shape
+    g = torch.Generator().manual_seed(seed)
+
+    def leaf(*size):
+        return torch.randn(*size, generator=g).to(device, dtype).requires_grad_()
+
+    if layout == "contiguous":
+        return tuple(leaf(B, H, W, C) for _ in range(3)), tuple
+    if layout == "fused":
+        return (leaf(B, H, W, 3 * C),), lambda leaves: tuple(leaves[0].chunk(3, dim=-1))
+    if layout == "permuted":
+        return tuple(leaf(B, C, H, W) for _ in range(3)), lambda leaves: tuple(t.permute(0, 2, 3, 1) for t in leaves)
+    if layout == "sliced":
+        return ((leaf(B, H, 2 * W, C), leaf(B, H, W, C + 3), leaf(B, H, W, 2 * C)),
+                lambda ls: (ls[0][:, :, ::2], ls[1][..., :C], ls[2][..., C:]))
+    raise ValueError(f"layout must be one of {QKV_LAYOUTS}, got {layout!r}")
+
+
+def incoming_grad(kind: str, shape, dtype: torch.dtype, device, seed: int) -> torch.Tensor:
+    """An incoming gradient of ``shape`` of one of the :data:`GRAD_KINDS`."""
+    g = torch.Generator().manual_seed(seed)
+    if kind == "zeros":
+        return torch.zeros(shape, device=device, dtype=dtype)
+    if kind == "strided" and len(shape):
+        # Every other element along the last dim of a tensor twice as wide.
+        return torch.randn(*shape[:-1], 2 * shape[-1], generator=g).to(device, dtype)[..., ::2]
+    d = torch.randn(shape, generator=g)
+    if kind == "sparse":
+        d = d * (torch.rand(shape, generator=g) < 0.05)
+    elif kind not in ("random", "strided"):
+        raise ValueError(f"grad must be one of {GRAD_KINDS}, got {kind!r}")
+    return d.to(device, dtype)
+
+
 def check_window_attention(backend: str, B: int, H: int, W: int, heads: int, head_dim: int, window_size: int,
                            shift_size: int, mask: Optional[torch.Tensor], dtype: torch.dtype = torch.float32,
                            device="cpu", fused: bool = False, seed: int = 0, scale: Optional[float] = None,
-                           backward: bool = True) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+                           backward: bool = True, layout: Optional[str] = None, grad: str = "random"
+                           ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Run ``ops.window_attention(backend=backend)`` and the reference on the same random inputs and
     compare: the output and every input gradient by :func:`assert_within_reference_error` (against
     the reference in float64, relative to the reference's own error in ``dtype``), the new mask
     exactly, everything finite. ``fused``: q, k, v are non-contiguous chunks of one (B, H, W, 3C)
-    projection, as a fused qkv linear produces. Returns the backend's (out, new_mask)."""
+    projection, as a fused qkv linear produces (``layout="fused"``; see :data:`QKV_LAYOUTS` for
+    the others). ``grad``: the incoming gradient, one of :data:`GRAD_KINDS`. Returns the
+    backend's (out, new_mask)."""
     from . import ops
     C = heads * head_dim
-    g = torch.Generator().manual_seed(seed)
-    if fused:
-        qkv = torch.randn(B, H, W, 3 * C, generator=g).to(device, dtype).requires_grad_()
-        leaves, (q, k, v) = (qkv,), qkv.chunk(3, dim=-1)
-    else:
-        leaves = tuple(torch.randn(B, H, W, C, generator=g).to(device, dtype).requires_grad_() for _ in range(3))
-        q, k, v = leaves
+    layout = layout or ("fused" if fused else "contiguous")
+    leaves, qkv_of = attention_inputs(layout, (B, H, W, C), dtype, device, seed)
+    q, k, v = qkv_of(leaves)
     out, new_mask = ops.window_attention(q, k, v, None if mask is None else mask.to(device),
                                          window_size=window_size, shift_size=shift_size, num_heads=heads,
                                          scale=scale, backend=backend)
     assert out.shape == q.shape and out.dtype == dtype, f"out: {tuple(out.shape)} {out.dtype}"
-    dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1)).to(dtype) if backward else None
+    assert torch.isfinite(out).all(), "non-finite output"
+    dout = incoming_grad(grad, out.shape, dtype, device, seed + 1) if backward else None
     geometry = dict(window_size=window_size, shift_size=shift_size, num_heads=heads, scale=scale)
-    exact, exact_mask = _reference_attention(leaves, fused, mask, dout, torch.float64, geometry)
-    in_dtype = exact if dtype == torch.float64 else _reference_attention(leaves, fused, mask, dout, dtype, geometry)[0]
+    exact, exact_mask = _reference_attention(leaves, qkv_of, mask, dout, torch.float64, geometry)
+    in_dtype = exact if dtype == torch.float64 else _reference_attention(leaves, qkv_of, mask, dout, dtype, geometry)[0]
     assert_within_reference_error(out, exact[0], in_dtype[0], "window_attention", "fwd", name="out")
     assert_mask_equal(new_mask, exact_mask)
     if backward:
-        grads = torch.autograd.grad(out, leaves, dout.to(device))
-        for name, got, exp, ref in zip(("dqkv",) if fused else ("dq", "dk", "dv"), grads, exact[1:], in_dtype[1:]):
+        grads = torch.autograd.grad(out, leaves, dout)
+        names = ("dqkv",) if len(leaves) == 1 else ("dq", "dk", "dv")
+        for name, got, exp, ref in zip(names, grads, exact[1:], in_dtype[1:]):
+            assert torch.isfinite(got).all(), f"non-finite {name}"
             assert_within_reference_error(got, exp, ref, "window_attention", "bwd", dtype=dtype, name=name)
     return out, new_mask
 
 
-def _reference_attention(leaves, fused: bool, mask, dout, dtype: torch.dtype, geometry: dict):
-    """The reference on CPU copies of ``leaves`` in ``dtype``: ((out, *input gradients), new_mask);
-    no gradients when ``dout`` is None."""
+def _reference_attention(leaves, qkv_of, mask, dout, dtype: torch.dtype, geometry: dict):
+    """The reference on CPU copies of ``leaves`` in ``dtype`` (``qkv_of`` maps them to q, k, v):
+    ((out, *input gradients), new_mask); no gradients when ``dout`` is None."""
     from . import reference
     ref_leaves = tuple(t.detach().cpu().to(dtype).requires_grad_() for t in leaves)
-    q, k, v = ref_leaves[0].chunk(3, dim=-1) if fused else ref_leaves
+    q, k, v = qkv_of(ref_leaves)
     out, new_mask = reference.window_attention(q, k, v, None if mask is None else mask.cpu(), **geometry)
     grads = () if dout is None else torch.autograd.grad(out, ref_leaves, dout.cpu().to(dtype))
     return (out, *grads), new_mask
@@ -287,9 +337,11 @@ def check_partial_conv_mask_update(backend: str, mask: torch.Tensor, kernel_size
     assert_mask_equal(ratio, exp_ratio, name="ratio")
 
 
-def check_bias_act(backend: str, x: torch.Tensor, b: Optional[torch.Tensor], dim: int, act: str, **kw) -> None:
+def check_bias_act(backend: str, x: torch.Tensor, b: Optional[torch.Tensor], dim: int, act: str,
+                   grad: str = "random", **kw) -> None:
     """``ops.bias_act(backend=backend)`` against the reference in a wider dtype: output and the
-    gradients of x and b within the table's tolerance."""
+    gradients of x and b within the table's tolerance, for an incoming gradient of kind ``grad``
+    (:data:`GRAD_KINDS`)."""
     from . import ops, reference
     leaves = [x.detach().requires_grad_()] + ([] if b is None else [b.detach().requires_grad_()])
     y = ops.bias_act(leaves[0], None if b is None else leaves[1], dim, act, backend=backend, **kw)
@@ -297,7 +349,7 @@ def check_bias_act(backend: str, x: torch.Tensor, b: Optional[torch.Tensor], dim
     ref_leaves = [t.detach().cpu().to(rdt).requires_grad_() for t in leaves]
     y_ref = reference.bias_act(ref_leaves[0], None if b is None else ref_leaves[1], dim, act, **kw)
     assert_close(y, y_ref, "bias_act", "fwd", name="y")
-    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(3)).to(y.device, y.dtype)
+    dy = incoming_grad(grad, y.shape, y.dtype, y.device, 3)
     grads = torch.autograd.grad(y, leaves, dy)
     ref_grads = torch.autograd.grad(y_ref, ref_leaves, dy.cpu().to(rdt))
     assert_close(grads[0], ref_grads[0], "bias_act", "bwd", dtype=x.dtype, name="dx")

@@ -61,3 +61,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
         if "extended" in item.keywords and not run_ext:
             item.add_marker(skip_ext)
+
+
+@pytest.fixture(scope="session")
+def cuda_emulation(tmp_path_factory):
+    """The kernels of csrc/*.cu built once per session as host C++ that runs on the CPU
+    (tests/cuda/_emulation.py); skipped, or failed on CI, without g++ and the CUDA headers."""
+    from tests.cuda._emulation import build
+    return build(tmp_path_factory.mktemp("cuda_emulation"))

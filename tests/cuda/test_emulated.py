@@ -9,11 +9,6 @@ generation, the memory model and performance are not exercised.
 """
 from __future__ import annotations
 
-import ctypes
-import subprocess
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -21,71 +16,18 @@ from mat_kernels import reference
 from mat_kernels.testing import assert_close, assert_mask_equal
 
 from ._attention_math import reference_lse
-from ._build import CSRC, cuda_include_dir, require_tool
+from ._emulation import DT, emu_bwd, emu_fwd
+from ._emulation import check as _check
+from ._emulation import ptr as _ptr
+from ._emulation import strides as _strides
 
 OP = "window_attention"
-DT = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3, torch.bool: 4}
-KERNEL_FILES = sorted(CSRC.glob("*.cu"))
 
 
 @pytest.fixture(scope="module")
-def emu(tmp_path_factory):
-    gxx = require_tool("g++")
-    cuda_include = cuda_include_dir()
-    out = tmp_path_factory.mktemp("emu")
-    flags = ["-std=c++20", "-O2", "-fPIC", f"-I{CSRC}", f"-I{cuda_include}"]
-
-    def build(src):
-        obj = out / f"{src.stem}.o"
-        extra = ["-DMK_HOST_EMULATION", "-include", str(CSRC / "tests" / "host_cuda_shim.h"), "-x", "c++"] \
-            if src.suffix == ".cu" else []
-        subprocess.run([gxx, *flags, *extra, "-c", str(src), "-o", str(obj)], check=True)
-        return str(obj)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        objs = list(pool.map(build, KERNEL_FILES + [CSRC / "tests" / "emulate_api.cpp"]))
-    lib_path = out / "libmk_emu.so"
-    subprocess.run([gxx, "-shared", "-o", str(lib_path), *objs, "-lpthread"], check=True)
-    lib = ctypes.CDLL(str(lib_path))
-    for name in ("emu_window_attention_fwd", "emu_window_attention_bwd", "emu_window_mask_update",
-                 "emu_partial_conv_mask_update"):
-        getattr(lib, name).restype = ctypes.c_char_p
-    return lib
-
-
-def _ptr(t):
-    return ctypes.c_void_p(t.data_ptr()) if t is not None else ctypes.c_void_p(0)
-
-
-def _strides(t, n):
-    return (ctypes.c_int64 * n)(*(t.stride()[:n] if t is not None else (0,) * n))
-
-
-def _check(err):
-    assert err is None, err.decode()
-
-
-def emu_fwd(lib, q, k, v, mask, ws, s, heads, scale, force_simt=False):
-    B, H, W, C = q.shape
-    out = torch.empty(B, H, W, C, dtype=q.dtype)
-    lse = torch.empty(B, heads, H, W, dtype=torch.float32)
-    new_mask = torch.empty(mask.shape, dtype=mask.dtype) if mask is not None else None
-    _check(lib.emu_window_attention_fwd(
-        _ptr(q), _ptr(k), _ptr(v), _strides(q, 4), _strides(k, 4), _strides(v, 4), DT[q.dtype], _ptr(mask),
-        DT[mask.dtype] if mask is not None else 0, _strides(mask, 3), _ptr(new_mask), _ptr(out), _ptr(lse),
-        B, H, W, C, heads, ws, s, ctypes.c_float(scale), int(force_simt)))
-    return out, lse, new_mask
-
-
-def emu_bwd(lib, dout, q, k, v, mask, out, lse, ws, s, heads, scale):
-    B, H, W, C = q.shape
-    dq, dk, dv = (torch.empty(B, H, W, C, dtype=q.dtype) for _ in range(3))
-    delta = torch.empty_like(lse)
-    _check(lib.emu_window_attention_bwd(
-        _ptr(dout), _strides(dout, 4), _ptr(q), _ptr(k), _ptr(v), _strides(q, 4), _strides(k, 4), _strides(v, 4),
-        DT[q.dtype], _ptr(mask), DT[mask.dtype] if mask is not None else 0, _strides(mask, 3), _ptr(out), _ptr(lse),
-        _ptr(delta), _ptr(dq), _ptr(dk), _ptr(dv), B, H, W, C, heads, ws, s, ctypes.c_float(scale)))
-    return dq, dk, dv
+def emu(cuda_emulation):
+    """The kernels built as host C++ (tests/cuda/_emulation.py; one build per session)."""
+    return cuda_emulation
 
 
 def _mask(kind, B, H, W, ws, g):
