@@ -161,8 +161,10 @@ ATTENTION_CASES = [
 # case at hand: a large ``scale`` or saturated scores make the reference's own error large, and
 # the kernels are allowed a constant multiple of it, not a fixed number. ``atol`` covers the
 # cases where the reference in ``dtype`` happens to be (near) exact, e.g. zero gradients of
-# fully masked keys, and the last-bit differences of fp32/fp64 summation order. For float64 the
-# reference error is 0 and the rule is max|fused - ref_fp64| <= atol.
+# fully masked keys, and the last-bit differences of fp32/fp64 summation order; it is scaled by
+# max(1, max|ref_fp64|), so a gradient of magnitude 10 (e.g. scale 1.0 on wide heads) gets ten
+# times the slack of one of magnitude 1, as a relative tolerance would. For float64 the reference
+# error is 0 and the rule is max|fused - ref_fp64| <= atol * max(1, max|ref_fp64|).
 # Max norms over the whole tensor (not per element): per-element relative checks fail on the
 # elements that cancel to near zero, which carry no information about the kernel's accuracy.
 REFERENCE_ERROR_RULE = {
@@ -190,27 +192,35 @@ def reference_error_rule(op: str, what: str, dtype: torch.dtype) -> Tuple[float,
 def assert_within_reference_error(actual: torch.Tensor, exact: torch.Tensor, reference_in_dtype: torch.Tensor,
                                   op: str, what: str, dtype: Optional[torch.dtype] = None,
                                   name: str = "output") -> float:
-    """Check max|actual - exact| <= k * max|reference_in_dtype - exact| + atol (k, atol from
-    :data:`REFERENCE_ERROR_RULE` for ``dtype``, default ``actual.dtype``) and that ``actual`` is
-    finite. ``exact``: the reference in float64; ``reference_in_dtype``: the reference run in
-    ``dtype`` on the same inputs. Returns the fused error (for reports)."""
+    """Check max|actual - exact| <= k * max|reference_in_dtype - exact| + atol * max(1, max|exact|)
+    (k, atol from :data:`REFERENCE_ERROR_RULE` for ``dtype``, default ``actual.dtype``) and that
+    ``actual`` is non-finite exactly where ``exact`` is. ``exact``: the reference in float64;
+    ``reference_in_dtype``: the reference run in ``dtype`` on the same inputs. Returns the fused
+    error (for reports)."""
     dtype = dtype or actual.dtype
     k, atol = reference_error_rule(op, what, dtype)
     a, e, r = (t.detach().double().cpu() for t in (actual, exact, reference_in_dtype))
     if a.shape != e.shape or r.shape != e.shape:
         raise AssertionError(f"{name}: shapes {tuple(a.shape)}, reference in dtype {tuple(r.shape)}, "
                              f"exact {tuple(e.shape)} differ")
-    if not torch.isfinite(a).all():
-        raise AssertionError(f"{name} ({op}/{what}/{dtype}): {int((~torch.isfinite(a)).sum())} non-finite values")
+    # Non-finite values only where the exact reference has them (a NaN in the mask makes its
+    # window NaN, as in the official code); the rest is compared.
+    odd = ~torch.isfinite(a)
+    if not torch.equal(odd, ~torch.isfinite(e)) or not torch.equal(a[odd].isnan(), e[odd].isnan()):
+        raise AssertionError(f"{name} ({op}/{what}/{dtype}): {int(odd.sum())} non-finite values, where the "
+                             f"float64 reference has {int((~torch.isfinite(e)).sum())} (at other places)")
+    a, e, r = (t.masked_fill(odd, 0) for t in (a, e, r))
     err = (a - e).abs()
     err_max = err.max().item() if err.numel() else 0.0
     ref_err = (r - e).abs().max().item() if r.numel() else 0.0
-    bound = k * ref_err + atol
+    magnitude = max(1.0, e.abs().max().item() if e.numel() else 0.0)
+    bound = k * ref_err + atol * magnitude
     if not err_max <= bound:
         idx = tuple(int(i) for i in (err == err.max()).nonzero()[0])
         raise AssertionError(
             f"{name} ({op}/{what}/{dtype}): max abs error {err_max:.3e} against the float64 reference "
-            f"exceeds {k} x the reference's own error in {dtype} ({ref_err:.3e}) + atol {atol:.1e} = "
+            f"exceeds {k} x the reference's own error in {dtype} ({ref_err:.3e}) + atol {atol:.1e} x "
+            f"{magnitude:.3g} = "
             f"{bound:.3e}; worst at {list(idx)}: got {a[idx].item()}, exact {e[idx].item()}, "
             f"reference in {dtype} {r[idx].item()}")
     return err_max
@@ -291,7 +301,6 @@ def check_window_attention(backend: str, B: int, H: int, W: int, heads: int, hea
                                          window_size=window_size, shift_size=shift_size, num_heads=heads,
                                          scale=scale, backend=backend)
     assert out.shape == q.shape and out.dtype == dtype, f"out: {tuple(out.shape)} {out.dtype}"
-    assert torch.isfinite(out).all(), "non-finite output"
     dout = incoming_grad(grad, out.shape, dtype, device, seed + 1) if backward else None
     geometry = dict(window_size=window_size, shift_size=shift_size, num_heads=heads, scale=scale)
     exact, exact_mask = _reference_attention(leaves, qkv_of, mask, dout, torch.float64, geometry)
@@ -302,7 +311,6 @@ def check_window_attention(backend: str, B: int, H: int, W: int, heads: int, hea
         grads = torch.autograd.grad(out, leaves, dout)
         names = ("dqkv",) if len(leaves) == 1 else ("dq", "dk", "dv")
         for name, got, exp, ref in zip(names, grads, exact[1:], in_dtype[1:]):
-            assert torch.isfinite(got).all(), f"non-finite {name}"
             assert_within_reference_error(got, exp, ref, "window_attention", "bwd", dtype=dtype, name=name)
     return out, new_mask
 
@@ -328,11 +336,11 @@ def check_window_mask_update(backend: str, mask: torch.Tensor, window_size: int,
 
 def check_partial_conv_mask_update(backend: str, mask: torch.Tensor, kernel_size: int, stride: int) -> None:
     """``ops.partial_conv_mask_update(backend=backend)`` equals the reference exactly (new mask and
-    ratio), and is finite."""
+    ratio), NaN in the same places (from NaN mask values) and finite everywhere else."""
     from . import ops, reference
     new, ratio = ops.partial_conv_mask_update(mask, kernel_size=kernel_size, stride=stride, backend=backend)
     exp_new, exp_ratio = reference.partial_conv_mask_update(mask.cpu(), kernel_size=kernel_size, stride=stride)
-    assert torch.isfinite(ratio).all(), "non-finite ratio"
+    assert not ratio.isinf().any(), "infinite ratio"
     assert_mask_equal(new, exp_new, name="new_mask")
     assert_mask_equal(ratio, exp_ratio, name="ratio")
 
@@ -341,7 +349,8 @@ def check_bias_act(backend: str, x: torch.Tensor, b: Optional[torch.Tensor], dim
                    grad: str = "random", **kw) -> None:
     """``ops.bias_act(backend=backend)`` against the reference in a wider dtype: output and the
     gradients of x and b within the table's tolerance, for an incoming gradient of kind ``grad``
-    (:data:`GRAD_KINDS`)."""
+    (:data:`GRAD_KINDS`). With a clamp, fp16/bf16 gradients are checked against the reference in
+    x's own dtype (see below)."""
     from . import ops, reference
     leaves = [x.detach().requires_grad_()] + ([] if b is None else [b.detach().requires_grad_()])
     y = ops.bias_act(leaves[0], None if b is None else leaves[1], dim, act, backend=backend, **kw)
@@ -351,6 +360,15 @@ def check_bias_act(backend: str, x: torch.Tensor, b: Optional[torch.Tensor], dim
     assert_close(y, y_ref, "bias_act", "fwd", name="y")
     dy = incoming_grad(grad, y.shape, y.dtype, y.device, 3)
     grads = torch.autograd.grad(y, leaves, dy)
+    clamp = kw.get("clamp")
+    if clamp is not None and clamp >= 0 and rdt != x.dtype:
+        # The clamp gates the gradient (dy inside [-clamp, clamp], 0 outside): a step, decided on
+        # the values x's dtype stores (PyTorch compares a half tensor with the clamp rounded to
+        # that dtype). Near the step a wider reference decides otherwise and no tolerance covers
+        # it, so with a clamp the gradients are checked against the reference run in x's dtype.
+        ref_leaves = [t.detach().cpu().requires_grad_() for t in leaves]
+        y_ref = reference.bias_act(ref_leaves[0], None if b is None else ref_leaves[1], dim, act, **kw)
+        rdt = x.dtype
     ref_grads = torch.autograd.grad(y_ref, ref_leaves, dy.cpu().to(rdt))
     assert_close(grads[0], ref_grads[0], "bias_act", "bwd", dtype=x.dtype, name="dx")
     if b is not None:

@@ -39,25 +39,12 @@ from mat_kernels.testing import (GRAD_KINDS, QKV_LAYOUTS, check_bias_act, check_
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-# Regions of the input space where issue #16 found bugs that other branches fix. While a name is
-# here the strategies avoid its region (see the uses of each name) and its regression case is an
-# xfail; the lead removes the name at merge.
-KNOWN_ISSUE_16_FINDINGS = {
-    "empty-inputs",  # B = 0 / zero-size tensors fail: drawn sizes start at 1
-    "scale-tolerance",  # the attention tolerance ignores a non-default scale: scale stays None
-    "saturated-softmax-backward",  # fp16/bf16 dq noise at large scores: scale stays None
-    "mask-rule-rounding",  # the CUDA half kernels round an fp32 mask to half: no "tiny" values there
-    "fp64-new-mask-triton",  # Triton attention sums an fp64 mask in fp32: no fp64 masks on Triton
-    "nan-masks",  # NaN mask values: no "nan" values
-    "numpy-scalars",  # numpy ints/floats as arguments are refused: Python scalars only
-}
-# Found by this suite, not in the issue's list (see REGRESSIONS); avoided the same way.
-NEW_FINDINGS = {
-    "fp64-mask-rule-in-fp32",  # fp32 q/k/v with an fp64 mask: the key rule is applied after the cast
-    # Triton fp16/bf16 bias_act: where (x + b) * gain lies within rounding of the clamp, dx is dy in
-    # one and 0 in the other (a clamp that is not a bf16 value; fp16 with a gain): no clamp there.
-    "bias-act-clamp-rounding",
-}
+# Open findings: while a name is in one of these sets, the strategies avoid its region (see the
+# uses of each name) and its regression case is marked ``known(...)``, a strict xfail. Every
+# finding of issue #16 and the two this suite found (fp64-mask-rule-in-fp32,
+# bias-act-clamp-rounding) are fixed, so both are empty and every region is drawn.
+KNOWN_ISSUE_16_FINDINGS: set = set()
+NEW_FINDINGS: set = set()
 OPEN_FINDINGS = KNOWN_ISSUE_16_FINDINGS | NEW_FINDINGS
 
 
@@ -478,69 +465,62 @@ def _attention(B=1, side=8, dtype=torch.float32, mask=None, scale=None, **kw):
     return AttentionCase(**{**fields, **kw})
 
 
-_EMPTY = [pytest.param(name, case, id=f"empty-{op}-{name}",
-                       marks=known("empty-inputs", f"B = 0 {op} raises", raises=RuntimeError))
+_EMPTY = [pytest.param(name, case, id=f"empty-{op}-{name}")
           for name in backends.BACKENDS
           for op, case in (("attention", _attention(B=0, side=4, window=4, shift=2, mask=_mask())),
                            ("window_mask_update", WindowMaskCase(0, 4, 4, 4, 0, _mask())))]
-# An empty batch of partial_conv_mask_update and an empty x of bias_act work on every backend.
+# Finding 6 (fixed): B = 0 returns empty results on every backend (partial_conv_mask_update and
+# an empty x of bias_act already did).
 _EMPTY += [pytest.param(name, PartialConvCase(0, 4, 4, 3, 1, _mask()), id=f"empty-partial_conv-{name}")
            for name in backends.BACKENDS]
 _EMPTY += [pytest.param(name, BiasActCase((2, 0, 3), 1, "lrelu", True, None, None, None, torch.float32, "contiguous",
                                           "random", 0), id=f"empty-bias_act-{name}") for name in BIAS_ACT_BACKENDS]
 
 REGRESSIONS = _EMPTY + [
-    # test_window_attention[reference]: fp16 reference vs its fp32 self at scale=2.0 is 2.3e-3 off
-    # (atol 2e-3): the table's absolute tolerance does not grow with the scale.
+    # Finding 8 (fixed by the rule relative to the reference's own error): the fp16 reference was
+    # 2.3e-3 off its fp32 self at scale 2.0, beyond the old flat atol 2e-3.
     pytest.param("reference", _attention(1, 3, torch.float16, _mask("bool", torch.bool, seed=0), 2.0, heads=1,
                                          head_dim=18, window=3, shift=0),
-                 marks=known("scale-tolerance", "fp16 out at scale 2.0 beyond the absolute tolerance"),
                  id="scale-2-fp16-reference"),
-    # scale 4 saturates the softmax: bf16 dq of the Triton kernels is 0.9 off (atol 6e-2).
+    # Scale 4 saturates the softmax: bf16 dq of the Triton kernels was 0.9 off the old flat atol
+    # 6e-2; within 2x the reference's own bf16 error (finding 8; finding 7's bound).
     pytest.param("triton", _attention(dtype=torch.bfloat16, mask=_mask(), scale=4.0),
-                 marks=known("saturated-softmax-backward", "bf16 dq off by 0.9 at scale 4"),
                  id="scale-4-bf16-triton"),
-    # An fp32 mask value 2**-30 with fp16 q/k/v: the CUDA kernel flushes it to 0 (fp16) and masks
-    # the key (-100) where the reference adds 2**-30: out off by 0.5.
+    # Finding 1 (fixed): an fp32 mask value 2**-30 with fp16 q/k/v was flushed to 0 (fp16) by the
+    # CUDA kernel, which then masked the key (-100) where the reference adds 2**-30: out 0.5 off.
     pytest.param("cuda", _attention(dtype=torch.float16, mask=_mask("tiny"), side=4, heads=1, head_dim=8, window=4,
                                     shift=0),
-                 marks=known("mask-rule-rounding", "fp32 mask 2**-30 rounded to fp16 by the CUDA kernel"),
                  id="tiny-fp32-mask-fp16-cuda"),
-    # An fp64 mask of 2**-200 values: the Triton forward sums it in fp32 (0) for the new mask.
+    # Finding 2 (fixed): the Triton forward summed an fp64 mask of 2**-200 values in fp32 (0).
     pytest.param("triton", _attention(dtype=torch.float16, mask=_mask("tiny", torch.float64), side=4, heads=1,
                                       head_dim=8, window=4, shift=0),
-                 marks=known("fp64-new-mask-triton", "fp64 new mask of 2**-200 values computed as 0"),
                  id="tiny-fp64-mask-triton"),
-    # NEW. fp32 q/k/v with an fp64 mask of 2**-200 values: the reference casts the mask to fp32
-    # (0) before the key rule and masks the key (-100) where its fp64 run adds 2**-200: out off by
-    # 0.5 on every backend, the reference included.
+    # Found by this suite (fixed with finding 1): fp32 q/k/v with an fp64 mask of 2**-200 values:
+    # every backend cast the mask to fp32 (0) before the key rule and masked the key (-100) where
+    # the fp64 run adds 2**-200: out 0.5 off, the reference included.
     pytest.param("reference", _attention(mask=_mask("tiny", torch.float64), side=4, heads=1, head_dim=8, window=4,
                                          shift=0),
-                 marks=known("fp64-mask-rule-in-fp32", "fp64 mask 2**-200 becomes a hole after the cast to fp32"),
                  id="tiny-fp64-mask-fp32-reference"),
-    # NEW (test_bias_act_extended[triton]). bf16 x, linear, clamp 1.60546875 (a tie between the bf16
-    # values 1.6015625 and 1.609375): an x of 1.609375 is clamped by the reference (fp32: dx = 0)
-    # but passes dy in the Triton kernel (its clamp is rounded to bf16, 1.609375): dx off by 1.6.
+    # Found by this suite (test_bias_act_extended[triton]); a checker error, fixed in
+    # check_bias_act: bf16 x, clamp 1.60546875 (a tie between the bf16 values 1.6015625 and
+    # 1.609375). PyTorch on a bf16 tensor, like the kernel, compares with the clamp rounded to
+    # bf16 and passes dy at x = 1.609375; the fp32 reference the checker used clamped it (dx 0).
     pytest.param("triton", BiasActCase((2, 2, 4), 0, "linear", False, None, None, 1.60546875, torch.bfloat16,
                                        "contiguous", "random", 1),
-                 marks=known("bias-act-clamp-rounding", "dx at |x| = clamp rounded to bf16"),
                  id="clamp-not-bf16-triton"),
-    # NEW (same run). fp16, (x + b) * 1.2045 within rounding of the fp16 clamp 1.5947: dx 0 vs -0.062.
+    # Same run, same cause: fp16, (x + b) * 1.2045 within rounding of the fp16 clamp 1.5947.
     pytest.param("triton", BiasActCase((5, 5, 5), 0, "linear", True, None, 1.2045475586816816, 1.5947265625,
                                        torch.float16, "transposed", "random", 9193),
-                 marks=known("bias-act-clamp-rounding", "dx at (x + b) * gain = clamp in fp16"),
                  id="clamp-gain-fp16-triton"),
+    # Finding 5 (fixed): NaN mask values propagate (NaN outputs and new masks in their windows).
     pytest.param("reference", _attention(side=4, heads=1, head_dim=8, window=4, shift=0,
-                                         mask=_mask("nan", pattern="all_valid", seed=0)),
-                 marks=known("nan-masks", "NaN mask values give a non-finite output"), id="nan-mask-attention"),
+                                         mask=_mask("nan", pattern="all_valid", seed=0)), id="nan-mask-attention"),
     pytest.param("triton", WindowMaskCase(1, 4, 4, 4, 0, _mask("nan", pattern="all_valid", seed=0)),
-                 marks=known("nan-masks", "NaN mask values give NaN new masks"), id="nan-mask-window-update"),
-    pytest.param("reference", _attention(np_scalars=True),
-                 marks=known("numpy-scalars", "np.int64 num_heads refused", raises=ValueError),
-                 id="numpy-scalars-attention"),
+                 id="nan-mask-window-update"),
+    # Finding 10 (fixed): numpy scalars as arguments.
+    pytest.param("reference", _attention(np_scalars=True), id="numpy-scalars-attention"),
     pytest.param("triton", BiasActCase((2, 3), 1, "lrelu", True, 0.1, None, None, torch.float32, "contiguous",
                                        "random", 0, np_scalars=True),
-                 marks=known("numpy-scalars", "np.int64 dim refused", raises=ValueError),
                  id="numpy-scalars-bias-act"),
 ]
 

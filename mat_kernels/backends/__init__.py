@@ -94,6 +94,14 @@ def _load(name: str):
         return None, f"{name} backend failed to import: {type(exc).__name__}: {exc}"
 
 
+def load(name: str) -> None:
+    """Import backend ``name`` now (outside any torch.compile'd region), if it imports at all;
+    whether it can run a call is still decided per call."""
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {tuple(BACKENDS)}, got {name!r}")
+    _load(name)
+
+
 def not_supported_reasons(name: str, op: str, facts: Facts) -> List[str]:
     """Why backend ``name`` cannot run ``op`` for ``facts`` (empty: it can)."""
     module, err = _load(name)

@@ -319,6 +319,7 @@ def test_full_product(B, grid, heads, head_dim, ws_shift, pattern):
 def test_swin_block_triton_backend_matches_reference():
     """The Swin block on the Triton backend (q, k as strided halves of the fused q/k GEMM)
     equals the block on the reference backend, forward, mask and input gradient."""
+    from mat_kernels.models import set_backend
     from mat_kernels.nn import SwinTransformerBlock
     torch.manual_seed(0)
     H = W = 16
@@ -353,6 +354,7 @@ def test_autocast_casts_qkv_not_mask():
 
 def test_compile_swin_block_fullgraph_cpu():
     """torch.compile(fullgraph=True) of the Swin block on the Triton backend: no graph break."""
+    from mat_kernels.models import set_backend
     from mat_kernels.nn import SwinTransformerBlock
     torch.manual_seed(0)
     H = W = 16
@@ -361,7 +363,7 @@ def test_compile_swin_block_fullgraph_cpu():
     mask = (torch.rand(1, H * W, 1) > 0.5).float().to(DEVICE)
     blk.backend = "reference"
     ref, ref_mask = blk(x, (H, W), mask)
-    blk.backend = "triton"
+    set_backend(blk, "triton")  # imports the backend before tracing (in a fresh process too)
     compiled = torch.compile(blk, fullgraph=True, backend="inductor" if DEVICE == "cuda" else "aot_eager")
     y, m = compiled(x, (H, W), mask)
     assert_mask_equal(m, ref_mask)
