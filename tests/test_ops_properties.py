@@ -49,7 +49,7 @@ OPEN_FINDINGS = KNOWN_ISSUE_16_FINDINGS | NEW_FINDINGS
 
 
 # ---- budgets -------------------------------------------------------------------------------
-CI_EXAMPLES = {"window_attention": 25, "window_mask_update": 100, "partial_conv_mask_update": 100, "bias_act": 150}
+CI_EXAMPLES = {"window_attention": 50, "window_mask_update": 100, "partial_conv_mask_update": 100, "bias_act": 150}
 EXTENDED_FACTOR = 20
 _COMMON = dict(deadline=None, database=None,
                # The autouse seed fixture is function-scoped; every draw builds its own tensors.
