@@ -15,13 +15,21 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 def _is_bool(value) -> bool:
     """Python, numpy and 0-d torch booleans (which index like 0/1 but are not numbers here)."""
-    return isinstance(value, bool) or str(getattr(value, "dtype", "")) in ("bool", "torch.bool")
+    if isinstance(value, (bool, torch.SymBool)):
+        return True
+    if isinstance(value, (int, float, torch.SymInt, torch.SymFloat)):
+        return False  # decided without getattr, which dynamo cannot trace on symbolic numbers
+    return str(getattr(value, "dtype", "")) in ("bool", "torch.bool")
 
 
 def as_int(name: str, value) -> int:
     """``value`` as a Python int: ints and anything that indexes like one (``operator.index``:
     numpy integers, 0-d integer tensors), never a bool. The public ops convert every integer
     argument once with this, so backends only ever see Python ints."""
+    # Plain (and symbolic, under torch.compile) ints first: the generic probes below are not
+    # traceable by dynamo (getattr on a symbolic number is a graph break).
+    if isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool):
+        return value
     if not _is_bool(value):
         try:
             return operator.index(value)
@@ -35,6 +43,8 @@ def as_float(name: str, value, optional: bool = False):
     with ``__float__`` (0-d tensors), never a bool; None passes through when ``optional``."""
     if value is None and optional:
         return None
+    if isinstance(value, (float, torch.SymFloat, torch.SymInt)) or (isinstance(value, int) and not isinstance(value, bool)):
+        return float(value)  # the common case, and the one torch.compile traces (see as_int)
     if not _is_bool(value) and not isinstance(value, (str, bytes)) and (
             isinstance(value, numbers.Real) or hasattr(type(value), "__float__")):
         try:
@@ -50,7 +60,7 @@ def as_ints(**values) -> tuple:
 
 
 def check_positive_int(name: str, value) -> int:
-    if _is_bool(value) or not isinstance(value, int) or value <= 0:
+    if _is_bool(value) or not isinstance(value, (int, torch.SymInt)) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return value
 

@@ -125,3 +125,29 @@ def test_checker_fails_on_a_wrong_backend(monkeypatch):
     monkeypatch.setattr(ref_backend, "window_attention", off_by_a_bit)
     with pytest.raises(AssertionError, match="out"):
         check_window_attention("reference", 1, 16, 16, 2, 30, 8, 4, None)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_ops_trace_with_symbolic_numbers(backend):
+    """Under torch.compile, numbers that change between calls become symbolic (SymInt/SymFloat)
+    after a recompile. The argument checks must trace them without a graph break: a numpy-scalar
+    probe (getattr on a symbolic number) broke a compiled Swin block in CI."""
+    _require(backend, "window_attention", dict(device=DEVICE, dtype=torch.float32, head_dim=8, window_size=8,
+                                               mask_dtype=torch.float32))
+    from mat_kernels import ops
+    from mat_kernels.backends import load
+    load(backend)  # imported before tracing (an import inside the trace is a graph break)
+
+    def fn(q, m, x, ws, scale, k, gain):
+        out, new = ops.window_attention(q, q, q, m, window_size=ws, num_heads=2, scale=scale, backend=backend)
+        upd = ops.window_mask_update(m, window_size=ws, backend=backend)
+        pc, _ = ops.partial_conv_mask_update(m.permute(0, 3, 1, 2), kernel_size=k, backend=backend)
+        return out, new, upd, pc, ops.bias_act(x, None, 1, "lrelu", gain=gain, backend=backend)
+
+    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    q, m, x = (t.to(DEVICE) for t in (torch.randn(1, 8, 8, 16), (torch.rand(1, 8, 8, 1) > 0.3).float(),
+                                      torch.randn(2, 3)))
+    for ws, scale, k, gain in ((4, 0.25, 3, 1.0), (8, 0.5, 5, 2.0), (2, 0.75, 1, 3.0)):
+        got, exp = compiled(q, m, x, ws, scale, k, gain), fn(q, m, x, ws, scale, k, gain)
+        for a, b in zip(got, exp):
+            torch.testing.assert_close(a, b)
