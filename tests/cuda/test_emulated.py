@@ -79,21 +79,27 @@ def test_attention_forward_and_backward(emu, B, H, W, heads, hd, ws, s, mask_kin
     q, k, v = _make_qkv(B, H, W, heads * hd, dtype, layout, g)
     mask = _mask(mask_kind, B, H, W, ws, g)
     scale = hd ** -0.5
-    out, lse, new_mask = emu_fwd(emu, q, k, v, mask, ws, s, heads, scale, force_simt=impl == "simt")
-
-    ref_dtype = torch.float64 if dtype == torch.float32 else torch.float32
-    rq, rk, rv = (t.to(ref_dtype).requires_grad_() for t in (q, k, v))
-    ref, ref_mask = reference.window_attention(rq, rk, rv, mask, window_size=ws, shift_size=s, num_heads=heads)
-    assert_close(out, ref, OP, "fwd", name="out")
-    assert_mask_equal(new_mask, ref_mask)
+    out, lse = _check_against_reference(emu, q, k, v, mask, ws, s, heads, scale, impl, g)
     exp_lse = reference_lse(q.double(), k.double(), mask, ws, s, heads, scale)
     assert_close(lse, exp_lse, OP, "fwd", dtype=torch.float32, name="lse")
 
+
+def _check_against_reference(emu, q, k, v, mask, ws, s, heads, scale, impl, g):
+    """The emulated forward (``impl``: "default" or "simt") and backward against the reference in
+    a wider dtype: out, new mask, dq, dk, dv. Returns the kernel's (out, lse)."""
+    dtype = q.dtype
+    out, lse, new_mask = emu_fwd(emu, q, k, v, mask, ws, s, heads, scale, force_simt=impl == "simt")
+    ref_dtype = torch.float64 if dtype == torch.float32 else torch.float32
+    rq, rk, rv = (t.to(ref_dtype).requires_grad_() for t in (q, k, v))
+    ref, ref_mask = reference.window_attention(rq, rk, rv, mask, window_size=ws, shift_size=s, num_heads=heads,
+                                               scale=scale)
+    assert_close(out, ref, OP, "fwd", name="out")
+    assert_mask_equal(new_mask, ref_mask)
     dout = torch.randn(out.shape, generator=g).to(dtype)
-    dq, dk, dv = emu_bwd(emu, dout, q, k, v, mask, out, lse, ws, s, heads, scale)
-    for name, got, exp in zip(("dq", "dk", "dv"), (dq, dk, dv),
-                              torch.autograd.grad(ref, (rq, rk, rv), dout.to(ref_dtype))):
+    grads = emu_bwd(emu, dout, q, k, v, mask, out, lse, ws, s, heads, scale)
+    for name, got, exp in zip(("dq", "dk", "dv"), grads, torch.autograd.grad(ref, (rq, rk, rv), dout.to(ref_dtype))):
         assert_close(got, exp, OP, "bwd", dtype=dtype, name=name)
+    return out, lse
 
 
 def test_all_holes_window_is_plain_attention(emu):
@@ -210,16 +216,7 @@ def test_mask_rule_uses_the_masks_own_values(emu, dtype, mask_dtype, value, impl
     q, k, v = _make_qkv(1, 8, 8, heads * hd, dtype, "contiguous", g)
     mask = fractional_mask(value, mask_dtype)
     scale = hd ** -0.5
-    out, lse, new_mask = emu_fwd(emu, q, k, v, mask, ws, s, heads, scale, force_simt=impl == "simt")
-    ref_dtype = torch.float64 if dtype == torch.float32 else torch.float32
-    rq, rk, rv = (t.to(ref_dtype).requires_grad_() for t in (q, k, v))
-    ref, ref_mask = reference.window_attention(rq, rk, rv, mask, window_size=ws, shift_size=s, num_heads=heads)
-    assert_close(out, ref, OP, "fwd", name="out")
-    assert_mask_equal(new_mask, ref_mask)
-    dout = torch.randn(out.shape, generator=g).to(dtype)
-    grads = emu_bwd(emu, dout, q, k, v, mask, out, lse, ws, s, heads, scale)
-    for name, got, exp in zip(("dq", "dk", "dv"), grads, torch.autograd.grad(ref, (rq, rk, rv), dout.to(ref_dtype))):
-        assert_close(got, exp, OP, "bwd", dtype=dtype, name=name)
+    _check_against_reference(emu, q, k, v, mask, ws, s, heads, scale, impl, g)
 
 
 @pytest.mark.parametrize("dtype,impl", [(torch.float32, "default"), (torch.float16, "default"),
