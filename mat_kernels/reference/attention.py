@@ -134,7 +134,7 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     scale = _checks.as_float("scale", scale, optional=True)
     _, _, _, _, head_dim = _checks.check_window_attention_args(
         q, k, v, mask, window_size, shift_size, num_heads, scale)
-    scale = head_dim ** -0.5 if scale is None else float(scale)
+    scale = head_dim ** -0.5 if scale is None else scale
     return window_attention_core(q, k, v, mask, window_size, shift_size, num_heads, scale)
 
 
@@ -145,7 +145,7 @@ def window_attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mas
     reference backend of :mod:`mat_kernels.ops` runs."""
     B, H, W, C = q.shape
     s, ws = shift_size, window_size
-    m = None if mask is None else _as_token_mask(mask.detach())
+    m = None if mask is None else _as_token_mask(mask)  # detached in windowed_attention
     qw, kw, vw = (to_windows(t, ws, s) for t in (q, k, v))
     mw = None if m is None else to_windows(m, ws, s)
     # The official block always passes the recomputed region bias; for shift 0 it is all zeros,

@@ -155,7 +155,7 @@ def _window_attention_fwd_kernel(Q, K, V, M, O, LSE, NM,
                 WS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
                 BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HAS_MASK: tl.constexpr,
                 HAS_SHIFT: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
-                OFFS_64: tl.constexpr):
+              OFFS_64: tl.constexpr):
     N: tl.constexpr = WS * WS
     pid_m = tl.program_id(0)
     pid = tl.program_id(1)  # ((b * n_win) + window) * num_heads + head
@@ -261,7 +261,7 @@ def _window_attention_bwd_dkdv_kernel(Q, K, V, M, DO, LSE, DELTA, DK, DV,
               WS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
               BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HAS_MASK: tl.constexpr,
               HAS_SHIFT: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
-                OFFS_64: tl.constexpr):
+              OFFS_64: tl.constexpr):
     """dk, dv of one key block: loop over query blocks with transposed scores (keys x queries).
     DK and DV share the strides (sgb, sgh, sgw, sgc)."""
     N: tl.constexpr = WS * WS
@@ -278,6 +278,7 @@ def _window_attention_bwd_dkdv_kernel(Q, K, V, M, DO, LSE, DELTA, DK, DV,
     kv_mask = n_ok[:, None] & d_ok[None, :]
     k = tl.load(K + b * skb + ky[:, None] * skh + kx[:, None] * skw + ch[None, :] * skc, mask=kv_mask, other=0.0)
     v = tl.load(V + b * svb + ky[:, None] * svh + kx[:, None] * svw + ch[None, :] * svc, mask=kv_mask, other=0.0)
+    row = _row_base(pid, N, OFFS_64)  # this program's rows of the lse/delta statistics
     # per-key bias (rows of the transposed score tile)
     kbias = tl.zeros([BLOCK_N], tl.float32)
     if HAS_MASK:
@@ -296,8 +297,8 @@ def _window_attention_bwd_dkdv_kernel(Q, K, V, M, DO, LSE, DELTA, DK, DV,
         q = tl.load(Q + b * sqb + qy[:, None] * sqh + qx[:, None] * sqw + ch[None, :] * sqc, mask=q_mask, other=0.0)
         do = tl.load(DO + b * sdb + qy[:, None] * sdh + qx[:, None] * sdw + ch[None, :] * sdc,
                      mask=q_mask, other=0.0)
-        lse = tl.load(LSE + _row_base(pid, N, OFFS_64) + offs_m, mask=m_ok, other=0.0)
-        delta = tl.load(DELTA + _row_base(pid, N, OFFS_64) + offs_m, mask=m_ok, other=0.0)
+        lse = tl.load(LSE + row + offs_m, mask=m_ok, other=0.0)
+        delta = tl.load(DELTA + row + offs_m, mask=m_ok, other=0.0)
         st = _dot(k, tl.trans(q), DOT_PREC, UPCAST) * scale  # (BLOCK_N, BLOCK_M)
         if HAS_SHIFT:
             q_reg = _region(offs_m, last_y, last_x, shift, WS)
@@ -323,7 +324,7 @@ def _window_attention_bwd_dq_kernel(Q, K, V, M, DO, LSE, DELTA, DQ,
             WS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
             BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HAS_MASK: tl.constexpr,
             HAS_SHIFT: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
-                OFFS_64: tl.constexpr):
+            OFFS_64: tl.constexpr):
     """dq of one query block: loop over key blocks."""
     N: tl.constexpr = WS * WS
     pid_m = tl.program_id(0)
@@ -339,8 +340,9 @@ def _window_attention_bwd_dq_kernel(Q, K, V, M, DO, LSE, DELTA, DQ,
     q_mask = m_ok[:, None] & d_ok[None, :]
     q = tl.load(Q + b * sqb + qy[:, None] * sqh + qx[:, None] * sqw + ch[None, :] * sqc, mask=q_mask, other=0.0)
     do = tl.load(DO + b * sdb + qy[:, None] * sdh + qx[:, None] * sdw + ch[None, :] * sdc, mask=q_mask, other=0.0)
-    lse = tl.load(LSE + _row_base(pid, N, OFFS_64) + offs_m, mask=m_ok, other=0.0)
-    delta = tl.load(DELTA + _row_base(pid, N, OFFS_64) + offs_m, mask=m_ok, other=0.0)
+    row = _row_base(pid, N, OFFS_64)
+    lse = tl.load(LSE + row + offs_m, mask=m_ok, other=0.0)
+    delta = tl.load(DELTA + row + offs_m, mask=m_ok, other=0.0)
     if HAS_SHIFT:
         q_reg = _region(offs_m, last_y, last_x, shift, WS)
 
