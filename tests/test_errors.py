@@ -77,6 +77,15 @@ def test_unknown_backend_named():
         _call(mat_kernels.window_attention, dict(_good(), backend="fast"))
 
 
+def test_backend_load_and_set_backend_name_a_bad_backend():
+    from mat_kernels import backends
+    from mat_kernels.models import set_backend
+    with pytest.raises(ValueError, match="backend must be one of .*'fast'"):
+        backends.load("fast")
+    with pytest.raises(ValueError, match="backend must be one of .*'fast'"):
+        set_backend(torch.nn.Linear(2, 2), "fast")
+
+
 def test_forced_backend_that_cannot_run_lists_reasons():
     # The CUDA extension is absent on CPU machines: the error lists why.
     with pytest.raises(RuntimeError, match="no backend can run window_attention.*cuda"):
@@ -86,7 +95,6 @@ def test_forced_backend_that_cannot_run_lists_reasons():
 def test_forced_backend_error_also_says_which_backends_could_run():
     # As the README says: the forced backend's reasons, then every other backend's status.
     from mat_kernels import backends
-    x, b = torch.randn(2, 3), torch.randn(3)
     with pytest.raises(backends.NoBackendError) as err:
         mat_kernels.partial_conv_mask_update(torch.ones(1, 1, 8, 8), kernel_size=3, backend="cuda")
     msg = str(err.value)
@@ -99,7 +107,7 @@ def test_forced_backend_error_also_says_which_backends_could_run():
     assert "\n" not in one and one.startswith("backend 'cuda' cannot run partial_conv_mask_update here")
     assert "reference" in one and ("triton" in one) == (err.value.others["triton"] == [])
     with pytest.raises(RuntimeError):  # still a RuntimeError for existing callers
-        mat_kernels.bias_act(x, b, backend="cuda")
+        mat_kernels.bias_act(torch.randn(2, 3), torch.randn(3), backend="cuda")
 
 
 @pytest.mark.parametrize("fn", [reference.window_mask_update, mat_kernels.window_mask_update])
