@@ -257,7 +257,9 @@ class JitMeter:
         try:
             from triton import knobs
             from mat_kernels.triton._common import interpreting
-            self._rt = knobs.runtime if not interpreting() else None
+            rt = knobs.runtime
+            hooks = hasattr(rt, "jit_cache_hook") and hasattr(rt, "jit_post_compile_hook")
+            self._rt = rt if hooks and not interpreting() else None
         except Exception:
             self._rt = None
 
@@ -377,7 +379,10 @@ def _cuda_emulation(args, out: Output):
 
     from tests.cuda import _emulation
     t0 = time.perf_counter()
-    lib = _emulation.build(Path(tempfile.mkdtemp(prefix="mat_emu_")))
+    try:
+        lib = _emulation.build(Path(tempfile.mkdtemp(prefix="mat_emu_")))
+    except BaseException as exc:  # require_tool skips (a BaseException) without g++/nvcc headers
+        raise RuntimeError(f"cannot build the host emulation of the CUDA kernels: {exc}") from None
     out.note(f"rehearsal: the 'cuda' backend runs csrc/*.cu as host C++ (tests/cuda/_emulation.py), "
              f"built in {time.perf_counter() - t0:.1f} s")
     return _emulation.emulated_cuda_backend(lib)

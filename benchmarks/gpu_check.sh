@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317,SC2086  # tiers are called by name; $PY, $CAMPAIGN, $R split into words on purpose
 # The GPU campaign in one command under one wall-clock budget:
 #   bash benchmarks/gpu_check.sh OUT [--budget S] [--rehearse]
 #
@@ -43,7 +44,7 @@ REHEARSE=0
 BUDGET=""
 OUT=""
 
-usage() { sed -n '2,/^set -uo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
+usage() { sed -n '3,/^set -uo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --rehearse) REHEARSE=1 ;;
@@ -149,16 +150,13 @@ tier_prove_triton() {
   else
     pre="--precompile $(( NPROC > 2 ? NPROC - 2 : 1 ))"
   fi
-  # shellcheck disable=SC2086
   run prove-triton/prove.log "$(tier_left)" $CAMPAIGN prove $R $pre --out "$LOGS/prove-triton/prove-triton.json" \
     --junit "$LOGS/prove-triton/junit-prove-triton.xml"
 }
 tier_bench_core() {
-  # shellcheck disable=SC2086
   run bench-core/bench-core.log "$(tier_left)" $CAMPAIGN bench-core $R --out "$LOGS/bench-core/bench-core.json"
 }
 tier_bench_model() {
-  # shellcheck disable=SC2086
   run bench-model/bench-model.log "$(tier_left)" $CAMPAIGN bench-model $R --out "$LOGS/bench-model/bench-model.json"
 }
 tier_prove_cuda() {
@@ -170,10 +168,8 @@ tier_prove_cuda() {
     run prove-cuda/build.log "$(tier_left)" env MAT_KERNELS_BUILD_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS="$NPROC" \
       $PY setup.py build_ext --inplace || { NOTE="the extension did not build (see prove-cuda/build.log)"; return 1; }
   fi
-  # shellcheck disable=SC2086
   run prove-cuda/prove.log "$(tier_left)" $CAMPAIGN prove $R $emu --backends cuda \
     --out "$LOGS/prove-cuda/prove-cuda.json" --junit "$LOGS/prove-cuda/junit-prove-cuda.xml" || rc=$?
-  # shellcheck disable=SC2086
   run prove-cuda/bench.log "$(tier_left)" $CAMPAIGN bench-core $R $emu --backends cuda --peers reference \
     --out "$LOGS/prove-cuda/bench-cuda.json" || rc=$?
   return $rc
@@ -214,11 +210,9 @@ tier_wide() {
     to="-p pytest_deadline --deadline 120"; export PYTHONPATH="$HERE:$PYTHONPATH"; NOTE="pytest-timeout missing: per-test deadline plugin"; fi
   sel_gpu=(tests); sel_ops=(tests/test_ops.py)
   [ "$REHEARSE" = 1 ] && { sel_gpu=(tests/cuda/test_gpu.py tests/triton/test_window_attention_gpu.py); sel_ops=(tests/test_ops.py -k "mask_update and reference"); }
-  # shellcheck disable=SC2086
   run wide/pytest-gpu.log "$(tier_left)" $PY -m pytest -q -rfE -p no:cacheprovider $to -m gpu "${sel_gpu[@]}" \
     --junitxml "$LOGS/wide/junit-gpu.xml" || rc=$?
   [ "$rc" = 5 ] && rc=0  # nothing collected is not a failure
-  # shellcheck disable=SC2086
   run wide/pytest-ops.log "$(tier_left)" $PY -m pytest -q -rfE -p no:cacheprovider $to "${sel_ops[@]}" \
     --junitxml "$LOGS/wide/junit-ops.xml" || rc=$?
   return $rc
@@ -254,5 +248,5 @@ if [ "${#inputs[@]}" -gt 0 ]; then
   timeout -k 5 30 "$PY" -m mat_kernels.bench.tune "${inputs[@]}" > "$LOGS/tune.txt" 2>&1 || echo "tune failed" >> "$LOGS/tune.txt"
 fi
 pack
-echo "gpu_check: done in $((SECONDS - START)) s; $(ls "$OUT" | wc -l) files in $OUT"
+echo "gpu_check: done in $((SECONDS - START)) s; $(find "$OUT" -type f | wc -l) files in $OUT"
 exit "$failed"

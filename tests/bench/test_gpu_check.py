@@ -5,7 +5,8 @@ by a 20 s budget, and one stopped by a signal in the middle of a tier, still lea
 and results.json with what finished.
 
 .ci/run runs the full and the 20 s rehearsals itself and passes their folders in
-MAT_KERNELS_REHEARSAL (``full`` and ``budget20`` inside it); without it the tests run them."""
+MAT_KERNELS_REHEARSAL (``full`` and ``budget20`` inside it); without it the tests run them when
+MAT_KERNELS_EXTENDED_TESTS=1 (2 minutes). The signal test always runs (about 20 s)."""
 from __future__ import annotations
 
 import json
@@ -35,6 +36,9 @@ def _rehearsal(tmp_path_factory, name, *args):
     given = os.environ.get("MAT_KERNELS_REHEARSAL")
     if given:
         return os.path.join(given, name), None
+    if os.environ.get("MAT_KERNELS_EXTENDED_TESTS") != "1":
+        pytest.skip("the rehearsals take 2 minutes: .ci/run runs them (MAT_KERNELS_REHEARSAL); "
+                    "elsewhere set MAT_KERNELS_EXTENDED_TESTS=1")
     out = str(tmp_path_factory.mktemp(name))
     t0 = time.perf_counter()
     proc = _run(out, "--rehearse", *args)
@@ -166,3 +170,39 @@ def test_a_signal_in_the_middle_of_a_tier_keeps_its_partial_results(tmp_path):
     assert res["prove_triton"]["finished"] is False and res["prove_triton"]["rows"]
     assert "| prove-triton | killed |" in md and "PARTIAL" in md
     assert set(_files(str(out))) <= FILES
+
+
+def test_summary_of_a_synthetic_run(tmp_path):
+    """Failures with their worst error, a stopped tier, tiers never reached, and an empty folder."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import gpu_summary
+    logs = tmp_path / "logs"
+    (logs / "prove-triton").mkdir(parents=True)
+    (logs / "status.tsv").write_text("tier\tstatus\trc\tseconds\tnote\nenv\tok\t0\t4\t\n"
+                                     "prove-triton\tkilled\t124\t75\ttime limit (budget); partial results kept\n")
+    rows = [{"op": "window_attention", "backend": "triton", "case": "tran.0 64x64 w8 s4 mask b2 h6x30", "dtype": "bf16",
+             "status": "FAIL", "message": "AssertionError: out: max abs error 3.100e-01 against ...",
+             "max_abs_err": 0.31, "seconds": 0.4},
+            {"op": "bias_act", "backend": "triton", "case": "2x512 lrelu", "dtype": "fp32", "status": "ok",
+             "message": None, "max_abs_err": None, "seconds": 0.1}]
+    (logs / "prove-triton" / "prove-triton.json").write_text(json.dumps(
+        {"schema": "mat_kernels.gpu_campaign/1", "tier": "prove", "rehearse": False, "finished": False,
+         "environment": {"device_name": "NVIDIA H200", "torch_version": "2.11", "triton_version": "3.6.0",
+                         "python_version": "3.12", "git_commit": "abc123", "git_dirty": False},
+         "notes": [], "rows": rows, "jit": {"specializations_compiled": 129, "compile_s": 3.5, "precompile": None}}))
+    out = tmp_path / "out"
+    assert gpu_summary.main([str(logs), "--out", str(out), "--budget", "480"]) == 1
+    md = (out / "summary.md").read_text()
+    assert md.startswith("# GPU check summary\n") and "NVIDIA H200" in md and "budget 480 s" in md
+    assert "| prove-triton | killed | 75 | time limit (budget); partial results kept |" in md
+    assert "| wide | not run |" in md and "## Skipped or stopped" in md
+    assert "prove-triton triton: 1 passed, 1 failed, 0 skipped (PARTIAL" in md
+    assert "FAIL triton window_attention bf16 tran.0 64x64 w8 s4 mask b2 h6x30: worst err 3.100e-01;" in md
+    assert "129 specializations JIT-compiled in 3.5 s" in md
+    res = json.loads((out / "results.json").read_text())
+    assert res["prove_triton"]["rows"][0]["max_abs_err"] == 0.31 and res["budget_s"] == 480
+    assert sorted(os.listdir(out)) == ["results.json", "summary.md"]  # no bench result: no plot
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert gpu_summary.main([str(empty)]) == 0
+    assert "| env | not run |" in (empty / "summary.md").read_text()
