@@ -271,7 +271,8 @@ def summary(res):
     tune = res.get("tune")
     if tune:
         ch = [l for l in tune.splitlines() if l.startswith("changes:")]
-        parts.append([f"tune: {ch[-1] if ch else 'see tune.txt in logs.tar.gz'} (nothing written; apply with "
+        what = "rehearsal: a proposal from CPU timings, meaningless; " if res.get("rehearse") else ""
+        parts.append([f"tune: {ch[-1] if ch else 'see tune.txt in logs.tar.gz'} ({what}nothing written; apply with "
                       "`python -m mat_kernels.bench.tune ... --write` from a committed GPU run only)"])
     skipped = [f"- {t['tier']}: {t['note']}" for t in res["tiers"] if t["status"] in ("skipped", "not run", "killed")]
     if skipped:
