@@ -237,7 +237,7 @@ def _estimate_lines(res):
         c = rec["compile"]
         match = "" if not specs else (" (same list)" if specs["digest"] == c["digest"] else
                                       " (STALE: the list changed since; rerun `gpu_campaign.py specs --compile`)")
-        out.append(f"compile time for sm_90 (benchmarks/results/triton-specializations.json{match}): "
+        out.append(f"compile time for sm_90, from benchmarks/results/triton-specializations.json{match}: "
                    f"{rec['specializations']} specializations, {c['serial_s']} s one after another, "
                    f"{c['wall_s']} s on {c['workers']} processes ({c['cpu']}, Triton {c['triton']}, {c['date']})")
     return out or ["no estimate (no prove-triton result)"]
