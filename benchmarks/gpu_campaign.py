@@ -39,7 +39,6 @@ import argparse
 import contextlib
 import hashlib
 import json
-import math
 import os
 import re
 import signal
@@ -48,7 +47,7 @@ import time
 import traceback
 import warnings
 import xml.etree.ElementTree as ET
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
 
