@@ -299,6 +299,10 @@ def plot(res, path, logs):
     from mat_kernels.bench import report
     base = dict(res["bench_core"] or res["bench_cuda"])
     base["attention"] = rows
+    if res.get("rehearse"):
+        # The fused rows ran in the interpreter / host emulation: say so instead of "not measured".
+        env = base["environment"]
+        base["environment"] = dict(env, device_type="rehearsal", device_name="CPU rehearsal (not GPU results)")
     tmp = os.path.join(os.path.dirname(path), ".bench.png.part.png")
     got = report.write_plot(base, tmp)
     if got:
