@@ -1,10 +1,10 @@
-"""A per-test deadline for the GPU campaign (``pytest -p pytest_deadline --deadline 120``).
+"""A per-test deadline (``pytest -p pytest_deadline --deadline 120``) for the ``wide`` tier of
+``gpu_check.sh`` where pytest-timeout is not installed (the CPU rehearsal on CI; the lent GPU
+machines have pytest-timeout, which the tier uses there).
 
-The lent GPU machines have pytest but not pytest-timeout, and a hung test would otherwise eat
-the whole stage. SIGALRM around each test's call phase turns an overrun into a failure of that
-test, and the run goes on. A kernel that hangs inside one C call does not return to Python, so
-the stage-level ``timeout`` of ``gpu_check.sh`` (and ``-o faulthandler_timeout``, which dumps
-every thread's stack) remain the backstop. POSIX only; on other systems it does nothing.
+SIGALRM around each test's call phase turns an overrun into a failure of that test, and the run
+goes on. A kernel that hangs inside one C call does not return to Python, so the tier's own
+time limit remains the backstop. POSIX only; on other systems it does nothing.
 """
 from __future__ import annotations
 

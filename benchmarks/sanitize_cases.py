@@ -5,7 +5,8 @@ that can run here, window attention forward and backward (fp32 and bf16, with an
 shift and the key mask, a window-8 and a window-16 grid), both mask updates and bias_act, each
 checked against the reference with ``mat_kernels.testing``. Shapes are tiny on purpose: the
 sanitizers slow kernels down by 10-100x. A backend that cannot run is listed with its reasons;
-the exit status is 1 if any case failed or no backend could run at all.
+the exit status is 1 if any case failed or no backend could run at all. ``--quick``: one attention
+case in fp32 (what the CPU rehearsal of gpu_check.sh runs).
 """
 from __future__ import annotations
 
@@ -26,9 +27,9 @@ ATTENTION = [(1, 16, 16, 2, 30, 8, 4, "random"), (2, 16, 16, 1, 32, 8, 0, "none"
              (1, 32, 32, 2, 30, 16, 8, "one_valid_per_window")]
 
 
-def cases(device):
-    for B, H, W, heads, d, ws, s, pat in ATTENTION:
-        for dt in (torch.float32, torch.bfloat16):
+def cases(device, quick: bool = False):
+    for B, H, W, heads, d, ws, s, pat in ATTENTION[:1] if quick else ATTENTION:
+        for dt in (torch.float32,) if quick else (torch.float32, torch.bfloat16):
             mask = make_mask(pat, B, H, W, ws, generator=torch.Generator().manual_seed(0), dtype=torch.float32)
             facts = dict(device=device, dtype=dt, head_dim=d, window_size=ws,
                          mask_dtype=None if mask is None else mask.dtype)
@@ -54,12 +55,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", action="append", choices=FUSED, help="only these backends (default: all fused)")
     p.add_argument("--device", default="cuda", help="default cuda (cpu only to try the script under TRITON_INTERPRET=1)")
+    p.add_argument("--quick", action="store_true", help="one attention case, fp32 (the CPU rehearsal of gpu_check.sh)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     warnings.simplefilter("ignore")  # the unverified-CUDA warning: this run is part of verifying it
     ran = failed = 0
     for be in args.backend or FUSED:
-        for op, name, facts, run in cases(device):
+        for op, name, facts, run in cases(device, args.quick):
             why = backends.not_supported_reasons(be, op, facts)
             if why:
                 print(f"skip  {be:<7}{op:<26}{name}: {'; '.join(why)}")

@@ -220,15 +220,16 @@ def estimate_seconds(forward_s: float, probe_batch: int, batches: Iterable[int],
 def run_model(resolution: int, batches: Iterable[int], device: torch.device, warmup: int, repeats: int,
               paths: Iterable[str] = MODEL_PATHS, whats: Iterable[str] = WHATS, dtype: str = "fp32",
               on_row_done: Optional[Callable[[dict], None]] = None,
-              skip: Optional[dict] = None) -> List[dict]:
+              skip: Optional[dict] = None, networks: Optional[tuple] = None) -> List[dict]:
     """Rows for every (what, batch, path); failures carry their reason, paths in ``skip``
     (path -> reason) are recorded as skipped. ``dtype`` "bf16" runs under ``torch.autocast``,
-    "bf16-weights" converts G (its train_step rows are skipped)."""
+    "bf16-weights" converts G (its train_step rows are skipped). ``networks``: (Generator,
+    Discriminator) classes with MAT's constructor arguments, default :func:`load_networks`."""
     skip = skip or {}
     rows: List[dict] = []
     paths, whats, batches = list(paths), list(whats), list(batches)
     try:
-        Generator, Discriminator = load_networks()
+        Generator, Discriminator = networks or load_networks()
     except ModelUnavailable as exc:
         for what in whats:
             for batch in batches:
