@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from .._checks import FLOAT_DTYPES
 from ..nn.blocks import (BasicLayer, ConvBlockDown, DecBlock, DecBlockFirstV2, DecStyleBlock, EncFromRGB,
                          PatchMerging, PatchUpsampling, ToStyle, feature2token, token2feature)
+from ..nn.draws import bernoulli_map
 from ..nn.layers import Conv2dLayer, Conv2dLayerPartial, FullyConnectedLayer
 from .mapping import MappingNet
 
@@ -191,14 +192,11 @@ class FirstStage(nn.Module):
             else:
                 x, x_size, _ = block(x, x_size, None)
                 # The released code draws a Bernoulli(0.5) {0, 1} map with F.dropout(training=True)
-                # in every mode, eval included; the same call keeps a seed's draws identical.
-                # ones_like(x) in the released code has x's (B, C, L) memory order (x is a
-                # transposed feature map here) and bernoulli fills memory in order: drawing on
-                # that layout explicitly keeps the released code's maps for a seed whatever
-                # layout a compiler or channels_last inputs give x.
+                # in every mode, eval included, into ones_like(x); the fill follows that tensor's
+                # memory order, which is (B, C, L) at batch 1 and contiguous (B, L, C) at batch >= 2
+                # whatever the resolution, mode or input layout: the rule this draw keeps.
                 B, L, C = x.shape
-                mul_map = F.dropout(torch.ones(B, C, L, device=x.device, dtype=x.dtype) * 0.5,
-                                    training=True).transpose(1, 2)
+                mul_map = bernoulli_map(x, (B, L, C), order=(0, 2, 1) if B == 1 else (0, 1, 2))
                 w_style = self.ws_style(ws[:, -1])
                 add_n = self.to_square(w_style).unsqueeze(1)
                 add_n = F.interpolate(add_n, size=x.size(1), mode="linear", align_corners=False)
@@ -302,9 +300,9 @@ class SynthesisNet(nn.Module):
         E_features = self.enc(x)
 
         fea_16 = E_features[4]
-        # Second always-on Bernoulli(0.5) map (see FirstStage.forward).
-        # Drawn in the contiguous layout so a seed gives the same map for channels_last inputs.
-        mul_map = F.dropout(torch.ones_like(fea_16, memory_format=torch.contiguous_format) * 0.5, training=True)
+        # Second always-on Bernoulli(0.5) map (see FirstStage.run), in contiguous (B, C, H, W)
+        # memory order at every batch size, as the released code draws it.
+        mul_map = bernoulli_map(fea_16, fea_16.shape)
         add_n = self.to_square(ws[:, 0]).view(-1, 16, 16).unsqueeze(1)
         add_n = F.interpolate(add_n, size=fea_16.size()[-2:], mode="bilinear", align_corners=False)
         fea_16 = fea_16 * mul_map + add_n * (1 - mul_map)

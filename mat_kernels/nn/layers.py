@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import ops
+from .draws import normal_noise
 from ..reference.bias_act import ACTIVATIONS, bias_act  # noqa: F401  (re-exported: the layers' reference)
 from .resample import conv2d_resample, setup_filter, upsample2d
 
@@ -255,9 +256,8 @@ class StyleConv(nn.Module):
         x = self.conv(x, style)
         if self.use_noise and noise_mode != "none":
             if noise_mode == "random":
-                # drawn in fp32 whatever x's dtype, so a seed gives the same noise in every precision
-                noise = torch.randn([x.shape[0], 1, x.shape[2], x.shape[3]], device=x.device).to(x.dtype) \
-                    * self.noise_strength
+                # drawn in fp32 whatever x's dtype (same noise in every precision), after x is computed
+                noise = normal_noise(x, (x.shape[0], 1, x.shape[2], x.shape[3])) * self.noise_strength
             else:
                 if tuple(x.shape[-2:]) != tuple(self.noise_const.shape):
                     raise ValueError(f"noise_mode='const' needs a {tuple(self.noise_const.shape)} feature map, "

@@ -340,6 +340,30 @@ def test_real_generator_other_sizes(tmp_path, fit):
     assert np.any(res[~known] != image[~known])
 
 
+@pytest.mark.extended
+def test_compiled_command_writes_the_eager_image(tmp_path):
+    """``--compile`` and eager on the same image and seed write the same PNG within one level:
+    the Bernoulli maps are the eager ones under inductor's default settings (compiling the
+    generator takes minutes on a CPU)."""
+    from mat_kernels.models import Generator
+    torch.manual_seed(13)
+    G = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3).eval()
+    cfg = ckpt.save_checkpoint(tmp_path / "mat256", G)
+    _write(tmp_path / "in" / "a.png", _rand_image(256, 256, seed=6))
+    mask = np.ones((256, 256), np.uint8) * 255
+    mask[30:230, 40:200] = 0
+    _write(tmp_path / "m" / "a.png", mask, "L")
+    outs = {}
+    for name, extra in (("eager", []), ("compiled", ["--compile"])):
+        torch._dynamo.reset()
+        assert inpaint.main(["--checkpoint", str(cfg), "--image", str(tmp_path / "in"), "--mask", str(tmp_path / "m"),
+                             "--out", str(tmp_path / name), "--device", "cpu", "--seed", "240"] + extra) == 0
+        outs[name] = np.array(Image.open(tmp_path / name / "a.png")).astype(np.int16)
+    diff = np.abs(outs["compiled"] - outs["eager"])
+    assert diff.max() <= 1, f"{int((diff > 1).sum())} pixel values differ by more than one level (max {diff.max()})"
+    assert np.any(outs["eager"][mask == 0] != np.array(Image.open(tmp_path / "in" / "a.png"))[mask == 0])
+
+
 def test_cli_dtype_and_compile_reach_the_generator(fake_loader, tmp_path, monkeypatch, capsys):
     G, _, ck = fake_loader
     compiled = []

@@ -57,10 +57,39 @@ def parity_inputs(resolution: int = 256, seed: int = INPUT_SEED):
     return image, mask, z
 
 
-# (name, truncation_psi, noise_mode, torch.manual_seed right before the G call)
-G_RUNS = (("psi1_const", 1.0, "const", 100), ("psi05_const", 0.5, "const", 101), ("psi05_random", 0.5, "random", 102))
+def parity_batch(resolution: int = 256, batch: int = 1):
+    """``parity_inputs`` of seeds INPUT_SEED, INPUT_SEED + 1, ... stacked into a batch (batch 1 is
+    ``parity_inputs(resolution)`` itself): the same rectangular hole, other pixels and z."""
+    items = [parity_inputs(resolution, INPUT_SEED + i) for i in range(batch)]
+    return tuple(torch.cat(parts) for parts in zip(*items))
 
 
-def discriminator_inputs(image, mask, out, out_stg1):
-    """Batch of 2 for D (so the minibatch-std group has 2 samples): [G output, input image]."""
-    return (torch.cat([out, image]), torch.cat([mask, mask]), torch.cat([out_stg1, image]))
+# (name, resolution, batch, truncation_psi, noise_mode, train mode, torch.manual_seed right before
+# the G call). At 256: batch 1, 2, 3 x the three noise modes, psi 1 and 0.5 alternating so that
+# every (batch, psi) and (psi, noise mode) pair occurs; one batch-2 run in train mode (w_avg is
+# updated before truncation). At 512: one batch-2 run (extended test).
+G_RUNS = (
+    ("b1_psi1_const", 256, 1, 1.0, "const", False, 100),
+    ("b1_psi05_random", 256, 1, 0.5, "random", False, 102),
+    ("b1_psi1_none", 256, 1, 1.0, "none", False, 103),
+    ("b2_psi05_const", 256, 2, 0.5, "const", False, 104),
+    ("b2_psi1_random", 256, 2, 1.0, "random", False, 105),
+    ("b2_psi05_none", 256, 2, 0.5, "none", False, 106),
+    ("b3_psi1_const", 256, 3, 1.0, "const", False, 107),
+    ("b3_psi05_random", 256, 3, 0.5, "random", False, 108),
+    ("b3_psi1_none", 256, 3, 1.0, "none", False, 109),
+    ("b2_train_psi05_random", 256, 2, 0.5, "random", True, 110),
+    ("512_b2_psi05_random", 512, 2, 0.5, "random", False, 111),
+)
+
+# The recorded images keep every 4th row and column (from row 1, column 2): 1/16 of the pixels,
+# to keep the recording small; a wrong Bernoulli map or noise draw changes most hole pixels.
+SUBSAMPLE = (Ellipsis, slice(1, None, 4), slice(2, None, 4))
+
+
+def discriminator_inputs(resolution: int = 256):
+    """Batch of 2 for D (so the minibatch-std group has 2 samples): images, masks and stage-1
+    images from ``parity_inputs`` of other seeds (D is checked on its own)."""
+    image, mask, _ = parity_batch(resolution, 2)
+    stg1, _, _ = parity_inputs(resolution, INPUT_SEED + 7)
+    return image, mask, torch.cat([stg1, image[:1]])

@@ -1,21 +1,30 @@
-"""mat_kernels' Generator/Discriminator at 256 against outputs recorded from the official code.
+"""mat_kernels' Generator/Discriminator against outputs recorded from the official code.
 
-How ``tests/data/official_model_outputs_256.pt`` was produced (the recording script imports the
+How ``tests/data/official_model_outputs.pt`` was produced (the recording script imports the
 official code, so it is not in the repository): the official repository fenglinglwb/MAT at
 commit d273d89 was checked out outside this repo (``networks/``, ``torch_utils/``, ``dnnlib/``;
 timm replaced by a stub with ``to_2tuple``, the only timm name it calls, and ``requests``
-stubbed for ``dnnlib``) and run on CPU in fp32 (torch 2.13): ``Generator(512, 0, 512, 256, 3)``
-and ``Discriminator(0, 256, 3)`` in eval mode, with weights ``parity_state_dict`` of their own
-state dicts and inputs ``parity_inputs(256)`` from ``tests/models/_parity.py``. For each entry of
-``G_RUNS`` (name, truncation_psi, noise_mode, seed) it called ``torch.manual_seed(seed)`` right
-before ``G(image, mask, z, None, truncation_psi=psi, noise_mode=mode, return_stg1=True)`` under
-no_grad and stored both images; D ran on ``discriminator_inputs`` built from the psi1_const
-outputs (batch 2); ``mapping_train`` holds G.mapping's output in train mode for a fixed z at
-psi 0.5 and the updated ``w_avg``. Only outputs are stored; the 'about' string repeats this.
+stubbed for ``dnnlib``) and run on CPU in fp32 (torch 2.13, Intel Xeon with AVX-512/AMX):
+``Generator(512, 0, 512, R, 3)`` at R = 256 and 512 and ``Discriminator(0, 256, 3)``, with
+weights ``parity_state_dict`` of their own state dicts (``tests/models/_parity.py``). For each
+entry of ``G_RUNS`` (name, resolution, batch, truncation_psi, noise_mode, train mode, seed) it
+built the inputs ``parity_batch(resolution, batch)``, set train or eval mode, called
+``torch.manual_seed(seed)`` right before ``G(image, mask, z, None, truncation_psi=psi,
+noise_mode=mode, return_stg1=True)`` under no_grad and stored both images at ``SUBSAMPLE``
+(every 4th row and column: 1/16 of the pixels, to keep the file at about 2 MB), restoring
+w_avg afterwards (a train-mode run also stores w_avg after its update). The released StyleConv
+has no ``noise_mode='none'`` branch (it fails on an unbound name), so 'none' ran as 'const'
+with every ``noise_strength`` set to 0, which adds +-0: StyleGAN2's 'none'. D ran in eval mode
+on ``discriminator_inputs(256)`` (batch 2); ``mapping_train`` holds G.mapping's output in train
+mode for a fixed z at psi 0.5 and the updated ``w_avg``. Only outputs are stored; the 'about'
+string repeats this.
 
-Up to the window-attention blocks our forward is bit-identical to the official one; the
-attention's different (but equivalent) op grouping leaves ~3e-4 absolute differences on
-outputs of magnitude ~200 after ~30 layers of random weights.
+The recording comes from another process and possibly another CPU, so every comparison uses
+a tolerance (``mat_kernels.testing.TOLERANCES``): oneDNN and the BLAS pick other kernels and
+summation orders on another instruction set. Up to the window-attention blocks our forward
+follows the official op sequence; the attention's different (but equivalent) op grouping
+leaves ~3e-4 absolute differences on outputs of magnitude ~200 after ~30 layers of random
+weights. A wrong Bernoulli map or noise draw changes the hole pixels by units.
 """
 from __future__ import annotations
 
@@ -27,10 +36,10 @@ import torch
 from mat_kernels.models import Discriminator, Generator
 from mat_kernels.testing import assert_close
 
-from ._parity import G_RUNS, discriminator_inputs, parity_inputs, parity_state_dict
+from ._parity import G_RUNS, SUBSAMPLE, discriminator_inputs, parity_batch, parity_state_dict
 
-RECORDING = Path(__file__).resolve().parents[1] / "data" / "official_model_outputs_256.pt"
-RUNS = {name: (psi, mode, seed) for name, psi, mode, seed in G_RUNS}
+RECORDING = Path(__file__).resolve().parents[1] / "data" / "official_model_outputs.pt"
+RUNS = {run[0]: run[1:] for run in G_RUNS}
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +49,20 @@ def recorded():
     return rec
 
 
+_nets = {}
+
+
+def generator(res=256):
+    if res not in _nets:
+        g = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=res, img_channels=3).eval()
+        g.load_state_dict(parity_state_dict(g.state_dict()), strict=True)
+        _nets[res] = g
+    return _nets[res]
+
+
 @pytest.fixture(scope="module")
 def G():
-    g = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3).eval()
-    g.load_state_dict(parity_state_dict(g.state_dict()), strict=True)
-    return g
+    return generator(256)
 
 
 @pytest.fixture(scope="module")
@@ -56,46 +74,76 @@ def D():
 
 @pytest.fixture(scope="module")
 def inputs():
-    return parity_inputs(256)
+    return parity_batch(256, 1)
 
 
 _cache = {}
 
 
-def run_g(G, inputs, name):
-    """The recorded call (seeded right before it), under no_grad; cached per module run."""
-    if name not in _cache:
-        psi, mode, seed = RUNS[name]
-        image, mask, z = inputs
-        torch.manual_seed(seed)
-        with torch.no_grad():
-            _cache[name] = G(image, mask, z, None, truncation_psi=psi, noise_mode=mode, return_stg1=True)
-    return _cache[name]
+def run_g(G, name, memory_format=torch.contiguous_format):
+    """The recorded call (seeded right before it), under no_grad, w_avg restored afterwards;
+    returns ((image, stage-1 image), w_avg after the call). Cached per module run."""
+    key = (name, memory_format)
+    if key not in _cache:
+        res, batch, psi, mode, train, seed = RUNS[name]
+        image, mask, z = parity_batch(res, batch)
+        image, mask = image.contiguous(memory_format=memory_format), mask.contiguous(memory_format=memory_format)
+        w_avg = G.mapping.w_avg.clone()
+        G.train(train)
+        try:
+            torch.manual_seed(seed)
+            with torch.no_grad():
+                out = G(image, mask, z, None, truncation_psi=psi, noise_mode=mode, return_stg1=True)
+            _cache[key] = out, G.mapping.w_avg.clone()
+        finally:
+            G.eval()
+            G.mapping.w_avg.copy_(w_avg)
+    return _cache[key]
 
 
-@pytest.mark.parametrize("name", [
-    "psi1_const",
-    pytest.param("psi05_const", marks=pytest.mark.extended),
-    "psi05_random",   # truncation 0.5 and the per-layer noise draws in official order
-])
-def test_generator_matches_official(G, inputs, recorded, name):
-    image, mask, _ = inputs
-    out, out_stg1 = run_g(G, inputs, name)
-    assert_close(out_stg1, recorded[name]["img_stg1"], "model", "fwd", torch.float32, name=f"{name} stage 1")
-    assert_close(out, recorded[name]["img"], "model", "fwd", torch.float32, name=f"{name} final")
+def check_run(G, recorded, name, memory_format=torch.contiguous_format):
+    res, batch, *_ = RUNS[name]
+    image, mask, _ = parity_batch(res, batch)
+    (out, out_stg1), w_avg_after = run_g(G, name, memory_format)
+    rec = recorded[name]
+    assert_close(out_stg1[SUBSAMPLE], rec["img_stg1"], "model", "fwd", torch.float32, name=f"{name} stage 1")
+    assert_close(out[SUBSAMPLE], rec["img"], "model", "fwd", torch.float32, name=f"{name} final")
+    if "w_avg_after" in rec:
+        assert_close(w_avg_after, rec["w_avg_after"], "mapping", "fwd", torch.float32, name=f"{name} w_avg",
+                     scale=rec["w_avg_after"].abs().max())
     # Known pixels are copied from the input exactly, in both stages.
     known = mask.expand_as(image).bool()
     assert torch.equal(out[known], image[known]) and torch.equal(out_stg1[known], image[known])
     assert not torch.equal(out[~known], image[~known])
 
 
-def test_discriminator_matches_official(D, inputs, recorded):
-    image, mask, _ = inputs
-    # Fed the official generator's outputs, so this checks D alone.
-    imgs, masks, stg1 = discriminator_inputs(image, mask, recorded["psi1_const"]["img"],
-                                             recorded["psi1_const"]["img_stg1"])
+RUNS_256 = [run[0] for run in G_RUNS if run[1] == 256]
+
+
+@pytest.mark.parametrize("name", RUNS_256)
+def test_generator_matches_official(G, recorded, name):
+    """Batch 1, 2 and 3, psi 1 and 0.5, noise const/random/none, eval and train mode: the
+    Bernoulli maps and the noise follow the official draws at every batch size."""
+    check_run(G, recorded, name)
+
+
+@pytest.mark.parametrize("name", ["b2_psi1_random", pytest.param("b1_psi1_const", marks=pytest.mark.extended)])
+def test_generator_matches_official_with_channels_last_inputs(G, recorded, name):
+    """channels_last inputs draw the same maps (the official code's own layouts at the draws do
+    not depend on the input's memory format either)."""
+    check_run(G, recorded, name, torch.channels_last)
+
+
+@pytest.mark.extended
+def test_generator_512_matches_official(recorded):
+    name = "512_b2_psi05_random"
+    check_run(generator(512), recorded, name)
+    _nets.pop(512)
+
+
+def test_discriminator_matches_official(D, recorded):
     with torch.no_grad():
-        logit, logit_stg1 = D(imgs, masks, stg1, None)
+        logit, logit_stg1 = D(*discriminator_inputs(256), None)
     assert logit.shape == (2, 1) and logit_stg1.shape == (2, 1)
     assert_close(logit, recorded["discriminator"]["logit"], "model", "fwd", torch.float32, name="logit")
     assert_close(logit_stg1, recorded["discriminator"]["logit_stg1"], "model", "fwd", torch.float32,
@@ -110,9 +158,9 @@ def test_mapping_train_mode_matches_official(G, recorded):
         mapping.train()
         with torch.no_grad():
             ws = mapping(rec["z"], None, truncation_psi=0.5)
-        # torch.lerp in the official argument order: bit-identical.
-        assert torch.equal(ws, rec["ws"])
-        assert torch.equal(mapping.w_avg, rec["w_avg_after"])
+        # Recorded on another machine: fp32 rounding over the mapping's depth (see the table).
+        for name, got, expected in (("ws", ws, rec["ws"]), ("w_avg", mapping.w_avg, rec["w_avg_after"])):
+            assert_close(got, expected, "mapping", "fwd", torch.float32, name=name, scale=expected.abs().max())
     finally:
         mapping.eval()
         mapping.w_avg.copy_(w_avg)
@@ -122,12 +170,12 @@ def test_generator_forward_backward_deterministic(G, D, inputs):
     """Forward with autograd equals the recorded-seed no-grad run bit for bit (same seed, const
     noise), and gradients reach every parameter of G and D, finite."""
     image, mask, z = inputs
-    expected, expected_stg1 = run_g(G, inputs, "psi1_const")
+    (expected, expected_stg1), _ = run_g(G, "b1_psi1_const")
     G.requires_grad_(True)
     D.requires_grad_(True)
     G.zero_grad(set_to_none=True)
     D.zero_grad(set_to_none=True)
-    torch.manual_seed(RUNS["psi1_const"][2])
+    torch.manual_seed(RUNS["b1_psi1_const"][-1])
     out, out_stg1 = G(image, mask, z, None, noise_mode="const", return_stg1=True)
     assert torch.equal(out, expected) and torch.equal(out_stg1, expected_stg1)
     logit, logit_stg1 = D(out, mask, out_stg1, None)

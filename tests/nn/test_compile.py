@@ -1,11 +1,12 @@
 """torch.compile with the default inductor backend: Swin blocks (mask / no mask, shift / no
-shift) and a BasicLayer match eager within the fp32 tolerance."""
+shift), a BasicLayer and a StyleConv with random noise (same seed) match eager within the fp32
+tolerance."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from mat_kernels.nn import SwinTransformerBlock
+from mat_kernels.nn import StyleConv, SwinTransformerBlock
 from mat_kernels.nn.blocks import BasicLayer
 from mat_kernels.testing import assert_relative_l2
 
@@ -55,3 +56,19 @@ def test_compiled_basic_layer_forward_backward_matches_eager():
     assert torch.equal(out_mask, ref_mask)
     assert_relative_l2(gx, ref_gx, "compiled", "bwd", torch.float32, "input gradient")
     assert_relative_l2(gw, ref_gw, "compiled", "bwd", torch.float32, "q weight gradient")
+
+
+def test_compiled_style_conv_draws_the_eager_noise():
+    """noise_mode='random' under inductor's default settings: the eager randn for a seed."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    conv = StyleConv(8, 8, 4, 8)
+    with torch.no_grad():
+        conv.noise_strength.fill_(1.0)
+    x, style = torch.randn(2, 8, 8, 8), torch.randn(2, 4)
+    with torch.no_grad():
+        torch.manual_seed(3)
+        ref = conv(x, style, noise_mode="random")
+        torch.manual_seed(3)
+        out = torch.compile(conv, fullgraph=True)(x, style, noise_mode="random")
+    assert_relative_l2(out, ref, "compiled", "fwd", torch.float32)

@@ -2,8 +2,11 @@
 
 data/official_two_stage_loss.pt was written by record_official_loss.py, which runs the official
 losses/loss.py and losses/pcp.py on the tiny stand-in networks (same seeds and inputs as here).
-Each phase must give bit-identical gradients, the same w_avg buffers (only the first mapping pass
-updates it) and leave the torch RNG at the same position (style mixing's draw order).
+Each phase must give the same gradients and w_avg buffers (only the first mapping pass updates
+it) and leave the torch RNG at the same position (style mixing's draw order: the next draw is
+compared exactly). The recording was made in another process, possibly on another CPU, so the
+float values are compared within fp32 rounding over the depth of the computation
+(``mat_kernels.testing.TOLERANCES``), never bit for bit.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mat_kernels.testing import assert_close
 from mat_kernels.train.losses import PerceptualLoss, TwoStageLoss
 
 from .record_official_loss import LOSS_KW, make_inputs, make_vgg_and_pair, run_phases
@@ -37,9 +41,9 @@ def pcp(vgg_pair):
 def test_perceptual_and_style_loss_equal_official(recorded, pcp, vgg_pair):
     _, x, y = vgg_pair
     p, s = pcp.losses(x, y)
-    torch.testing.assert_close(p, recorded["pcp"], rtol=0, atol=0)
-    torch.testing.assert_close(s, recorded["style"], rtol=0, atol=0)
-    torch.testing.assert_close(pcp(x, y), recorded["pcp"], rtol=0, atol=0)
+    for name, got, expected in (("pcp", p, recorded["pcp"]), ("style", s, recorded["style"]),
+                                ("pcp via forward", pcp(x, y), recorded["pcp"])):
+        assert_close(got, expected, "perceptual_loss", "fwd", torch.float32, name=name, scale=expected.abs().max())
 
 
 def test_two_stage_loss_phases_equal_official(recorded, pcp):
@@ -50,4 +54,8 @@ def test_two_stage_loss_phases_equal_official(recorded, pcp):
     for key, rec in recorded["phases"].items():
         assert got[key].keys() == rec.keys(), key
         for name, expected in rec.items():
-            torch.testing.assert_close(got[key][name], expected, rtol=0, atol=0, msg=lambda m: f"{key} {name}: {m}")
+            if name == "next_rand":   # the RNG's position: exact on every machine
+                assert torch.equal(got[key][name], expected), f"{key}: the RNG is at another position"
+            else:
+                assert_close(got[key][name], expected, "two_stage_loss", "bwd", torch.float32, name=f"{key} {name}",
+                             scale=expected.abs().max())
