@@ -461,7 +461,8 @@ def infer_generator_config(sd: Mapping[str, torch.Tensor]) -> dict:
     Resolution: the largest decoder block ``synthesis.dec.Dec_{R}x{R}``; ``w_dim``: the size of
     ``mapping.w_avg``; ``c_dim``: the input size of ``mapping.embed`` (0 without it);
     ``z_dim``: ``mapping.fc0``'s input size minus the label embedding (= w_dim when c_dim > 0);
-    ``img_channels``: the final ToRGB's output size; ``mapping_layers``: number of ``mapping.fc*``.
+    ``img_channels``: the final ToRGB's output size; ``mapping_layers``: number of ``mapping.fc*``;
+    ``use_noise``: whether the second-stage decoder has noise inputs (False for IOPaint's files).
     """
     res = [int(m.group(1)) for k in sd for m in [_DEC_RE.match(k)] if m]
     if not res:
@@ -478,8 +479,13 @@ def infer_generator_config(sd: Mapping[str, torch.Tensor]) -> dict:
     c_dim = int(embed.shape[1]) if embed is not None else 0
     z_dim = fc0_in - (int(embed.shape[0]) if embed is not None else 0)
     n_fc = len([k for k in sd if _MAPPING_FC_RE.match(k)])
+    # The released networks have per-layer noise in the second-stage decoder; IOPaint's copy of
+    # MAT (and its Places_512_FullData_G.pth) is built without it, so none of the decoder's
+    # noise_strength/noise_const entries are there (22 at 512). Some present and some absent is
+    # a damaged file, which the name check then reports.
+    noise = [k for k in sd if _DEC_RE.match(k) and k.endswith((".noise_strength", ".noise_const"))]
     return {"resolution": resolution, "z_dim": z_dim, "c_dim": c_dim, "w_dim": w_dim,
-            "img_channels": int(rgb.shape[0]), "mapping_layers": n_fc}
+            "img_channels": int(rgb.shape[0]), "mapping_layers": n_fc, "use_noise": bool(noise)}
 
 
 def infer_discriminator_config(sd: Mapping[str, torch.Tensor]) -> dict:
@@ -730,6 +736,8 @@ def load_generator(path: PathLike, *, device="cpu", which: str = "G_ema",
     kwargs = {}
     if cfg["mapping_layers"] != 8:
         kwargs["mapping_kwargs"] = {"num_layers": cfg["mapping_layers"]}
+    if not cfg["use_noise"]:
+        kwargs["synthesis_kwargs"] = {"use_noise": False}
     G = Generator(z_dim=cfg["z_dim"], c_dim=cfg["c_dim"], w_dim=cfg["w_dim"],
                   img_resolution=cfg["resolution"], img_channels=cfg["img_channels"], **kwargs)
     sd = check_state_dict(sd, G, what=f"Generator at {cfg['resolution']} ({which})")
