@@ -49,10 +49,12 @@ def require_iopaint():
     try:
         import iopaint.model.mat as iop_mat
     except ImportError as exc:
-        what = exc.name if exc.name and exc.name.split(".")[0] == "iopaint" else f"{exc.name or exc}"
-        raise IOPaintMissingError(
-            f"IOPaint is not installed (cannot import {what}); install it with "
-            f"pip install \"mat_kernels[iopaint]\" (iopaint 1.6.0)") from None
+        if (exc.name or "iopaint").split(".")[0] == "iopaint":
+            what = "IOPaint is not installed"
+        else:  # installed, but one of its own dependencies is missing or broken
+            what = f"IOPaint cannot be imported ({' '.join(str(exc).split())})"
+        raise IOPaintMissingError(f"{what}; install it with pip install \"mat_kernels[iopaint]\" "
+                                  f"(iopaint 1.6.0)") from None
     return iop_mat
 
 
@@ -97,8 +99,6 @@ def model_class(checkpoint=None, state_dict=None):
     class MAT(iop_mat.MAT):
         """IOPaint's MAT model (its pre/post-processing and forward) running mat_kernels'
         generator."""
-
-        weights: Optional[Path] = Path(checkpoint) if explicit else None
 
         def init_model(self, device, **kwargs):
             sd = preloaded.pop() if preloaded else read_weights(weights_path())
