@@ -92,6 +92,16 @@ def test_official_layout_with_use_noise_false_drops_only_the_noise(tmp_path):
     assert torch.equal(a, b)
 
 
+def test_read_weights_takes_the_official_layout_without_its_noise(tmp_path):
+    torch.manual_seed(4)
+    sd = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3).state_dict()
+    path = tmp_path / "official_G.pth"
+    torch.save({"G_ema": sd}, path)
+    got = mi.read_weights(path)
+    assert set(got) == {k for k in sd if "noise_" not in k}
+    assert all(torch.equal(got[k], sd[k]) for k in got)
+
+
 def test_some_noise_entries_missing_is_an_error_naming_them(tmp_path):
     torch.manual_seed(4)
     sd = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3).state_dict()
