@@ -215,7 +215,8 @@ class FirstStage(nn.Module):
                 mul_map = F.dropout(torch.ones(B, C, L, device=x.device, dtype=x.dtype) * 0.5,
                                     training=True).transpose(1, 2)
                 if self.map_order == "iopaint":
-                    # The same draws laid out in (B, L, C) memory order (see MAP_ORDERS).
+                    # The draws above fill (B, C, L) memory; IOPaint's map is the same draws
+                    # filling (B, L, C) memory, at every batch size (see MAP_ORDERS).
                     mul_map = mul_map.transpose(1, 2).reshape(B, L, C)
                 w_style = self.ws_style(ws[:, -1])
                 add_n = self.to_square(w_style).unsqueeze(1)
