@@ -77,12 +77,17 @@ setup(
         # FID / P-IDS / U-IDS need scipy (matrix square root) and scikit-learn (linear SVM).
         "metrics": ["scipy", "scikit-learn"],
         "test": ["pytest", "pytest-benchmark", "hypothesis", "scipy", "scikit-learn", "scikit-image"],
+        # mat-iopaint: IOPaint (Sanster/IOPaint) with this package's MAT generator. IOPaint pins
+        # huggingface_hub==0.25.2, which transformers >= 4.46 refuses: without the cap pip
+        # backtracks through every newer transformers release.
+        "iopaint": ["iopaint==1.6.0", "transformers>=4.39.1,<4.46"],
     },
     entry_points={
         "console_scripts": [
             "mat-bench=mat_kernels.bench.__main__:main",
             "mat-info=mat_kernels.info:main",
             "mat-inpaint=mat_kernels.cli.inpaint:main",
+            "mat-iopaint=mat_kernels.iopaint:main",
             "mat-train=mat_kernels.train.__main__:main",
         ],
     },

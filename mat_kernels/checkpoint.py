@@ -47,6 +47,7 @@ __all__ = [
     "remap_state_dict",
     "check_state_dict",
     "infer_generator_config",
+    "generator_from_state_dict",
     "infer_discriminator_config",
     "load_state_dicts",
     "load_generator",
@@ -461,7 +462,8 @@ def infer_generator_config(sd: Mapping[str, torch.Tensor]) -> dict:
     Resolution: the largest decoder block ``synthesis.dec.Dec_{R}x{R}``; ``w_dim``: the size of
     ``mapping.w_avg``; ``c_dim``: the input size of ``mapping.embed`` (0 without it);
     ``z_dim``: ``mapping.fc0``'s input size minus the label embedding (= w_dim when c_dim > 0);
-    ``img_channels``: the final ToRGB's output size; ``mapping_layers``: number of ``mapping.fc*``.
+    ``img_channels``: the final ToRGB's output size; ``mapping_layers``: number of ``mapping.fc*``;
+    ``use_noise``: whether the second-stage decoder has noise inputs (False for IOPaint's files).
     """
     res = [int(m.group(1)) for k in sd for m in [_DEC_RE.match(k)] if m]
     if not res:
@@ -478,8 +480,13 @@ def infer_generator_config(sd: Mapping[str, torch.Tensor]) -> dict:
     c_dim = int(embed.shape[1]) if embed is not None else 0
     z_dim = fc0_in - (int(embed.shape[0]) if embed is not None else 0)
     n_fc = len([k for k in sd if _MAPPING_FC_RE.match(k)])
+    # The released networks have per-layer noise in the second-stage decoder; IOPaint's copy of
+    # MAT (and its Places_512_FullData_G.pth) is built without it, so none of the decoder's
+    # noise_strength/noise_const entries are there (22 at 512). Some present and some absent is
+    # a damaged file, which the name check then reports.
+    noise = [k for k in sd if _is_decoder_noise(k)]
     return {"resolution": resolution, "z_dim": z_dim, "c_dim": c_dim, "w_dim": w_dim,
-            "img_channels": int(rgb.shape[0]), "mapping_layers": n_fc}
+            "img_channels": int(rgb.shape[0]), "mapping_layers": n_fc, "use_noise": bool(noise)}
 
 
 def infer_discriminator_config(sd: Mapping[str, torch.Tensor]) -> dict:
@@ -709,7 +716,7 @@ def _check_device(device) -> torch.device:
 
 
 def load_generator(path: PathLike, *, device="cpu", which: str = "G_ema",
-                   resolution: Optional[int] = None) -> torch.nn.Module:
+                   resolution: Optional[int] = None, use_noise: Optional[bool] = None) -> torch.nn.Module:
     """Build ``mat_kernels.models.Generator`` from a checkpoint; eval mode, no grads.
 
     Args:
@@ -717,24 +724,69 @@ def load_generator(path: PathLike, *, device="cpu", which: str = "G_ema",
         device: where the returned module lives.
         which: ``"G_ema"`` (the one used for inference) or ``"G"``.
         resolution: expected network resolution (256 or 512); None infers it from the weights.
+        use_noise: whether the second-stage decoder has its noise inputs. None (default): as the
+            file says (the released files have them; IOPaint's ``Places_512_FullData_G.pth``
+            does not). False drops the file's noise weights and builds the decoder without
+            them, as IOPaint does; ``noise_mode`` then adds nothing.
     Raises:
         ValueError naming ``device`` when this torch cannot use it (checked before loading);
         CheckpointError when the file is truncated or corrupted, holds pickled objects
         (:class:`UnsafeCheckpointError`), or the weights do not match the network.
     """
-    from mat_kernels.models import Generator
-
     device = _check_device(device)
     sd = load_state_dicts(path, (which,))[which]
-    cfg = _resolve_config(sd, which, path, resolution, _read_config(path))
-    kwargs = {}
+    G = generator_from_state_dict(sd, which=which, resolution=resolution, config=_read_config(path),
+                                  use_noise=use_noise, source=path)
+    return G.to(device)
+
+
+def _is_decoder_noise(name: str) -> bool:
+    return bool(_DEC_RE.match(name)) and name.endswith((".noise_strength", ".noise_const"))
+
+
+def _generator_arguments(sd, which, resolution, config, use_noise, source):
+    """(state dict, Generator keyword arguments) for a state dict with the official names."""
+    if use_noise not in (None, True, False):
+        raise ValueError(f"use_noise must be None, True or False, got {use_noise!r}")
+    if use_noise is False:
+        sd = collections.OrderedDict((k, v) for k, v in sd.items() if not _is_decoder_noise(k))
+        config = {k: v for k, v in (config or {}).items() if k != "use_noise"}
+    cfg = _resolve_config(sd, which, source, resolution, config)
+    if use_noise and not cfg["use_noise"]:
+        raise CheckpointError(f"{source}: use_noise=True was requested but the checkpoint has no "
+                              f"second-stage noise weights (IOPaint's layout); load it with use_noise=None")
+    kwargs = dict(z_dim=cfg["z_dim"], c_dim=cfg["c_dim"], w_dim=cfg["w_dim"],
+                  img_resolution=cfg["resolution"], img_channels=cfg["img_channels"])
     if cfg["mapping_layers"] != 8:
         kwargs["mapping_kwargs"] = {"num_layers": cfg["mapping_layers"]}
-    G = Generator(z_dim=cfg["z_dim"], c_dim=cfg["c_dim"], w_dim=cfg["w_dim"],
-                  img_resolution=cfg["resolution"], img_channels=cfg["img_channels"], **kwargs)
-    sd = check_state_dict(sd, G, what=f"Generator at {cfg['resolution']} ({which})")
-    G.load_state_dict(sd, strict=True)
-    return G.to(device).eval().requires_grad_(False)
+    if not cfg["use_noise"]:
+        kwargs["synthesis_kwargs"] = {"use_noise": False}
+    return sd, kwargs
+
+
+def generator_from_state_dict(sd: Mapping[str, torch.Tensor], *, which: str = "G_ema",
+                              resolution: Optional[int] = None, config: Optional[Mapping] = None,
+                              use_noise: Optional[bool] = None, source="state dict",
+                              check_only: bool = False):
+    """The CPU ``Generator`` (eval mode, no grads) of a state dict with the official names; the
+    arguments are :func:`load_generator`'s, ``source`` names the file in error messages. The
+    network is built (its parameters drawn from torch's global RNG, as any constructor does),
+    then the weights are checked against it by name and shape and loaded strictly.
+
+    ``check_only``: only check the names and shapes (against a network built on the meta
+    device: no memory, no RNG draws) and return the entries that would be loaded.
+    """
+    from mat_kernels.models import Generator
+
+    sd, kwargs = _generator_arguments(sd, which, resolution, config, use_noise, source)
+    what = f"Generator at {kwargs['img_resolution']} ({which})"
+    if check_only:
+        with torch.device("meta"):
+            expected = Generator(**kwargs)
+        return check_state_dict(sd, expected, what=what)
+    G = Generator(**kwargs)
+    G.load_state_dict(check_state_dict(sd, G, what=what), strict=True)
+    return G.eval().requires_grad_(False)
 
 
 def load_discriminator(path: PathLike, *, device="cpu", which: str = "D",

@@ -504,7 +504,8 @@ def _sd_from_manifest(section):
 def test_infer_config_from_manifest(manifest256, manifest512, res):
     man = manifest256 if res == 256 else manifest512
     g = ckpt.infer_generator_config(_sd_from_manifest(man["generator"]))
-    assert g == {"resolution": res, "z_dim": 512, "c_dim": 0, "w_dim": 512, "img_channels": 3, "mapping_layers": 8}
+    assert g == {"resolution": res, "z_dim": 512, "c_dim": 0, "w_dim": 512, "img_channels": 3, "mapping_layers": 8,
+                 "use_noise": True}
     d = ckpt.infer_discriminator_config(_sd_from_manifest(man["discriminator"]))
     assert d == {"resolution": res, "c_dim": 0, "img_channels": 3}
 

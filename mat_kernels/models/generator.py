@@ -41,6 +41,15 @@ def _check_resolution(img_resolution: int) -> int:
     return log2
 
 
+# How the first stage's always-on Bernoulli map is laid out over the RNG's draws. "official":
+# as the released code (fenglinglwb/MAT). "iopaint": as IOPaint's copy of the generator
+# (iopaint/model/mat.py), whose Conv2dLayerPartial passes its `trainable` argument positionally
+# into Conv2dLayer's `channels_last` slot: its partial convolutions hold channels-last weights,
+# so the middle stage's tokens are contiguous (B, L, C) there and the map is filled in that
+# order. Both are fair Bernoulli(0.5) maps; a seed gives a different one in each.
+MAP_ORDERS = ("official", "iopaint")
+
+
 def parameter_dtype(module: nn.Module) -> torch.dtype:
     """The dtype a network computes in: its parameters' (float32 unless converted with
     ``.to(dtype)``/``.half()``). Under autocast the parameters stay float32 and autocast picks
@@ -115,7 +124,13 @@ class FirstStage(nn.Module):
 
     forward(images_in (B, C, H, W), masks_in (B, 1, H, W), ws (B, num_ws, w_dim), noise_mode)
     -> (B, C, H, W). Only ws[:, -1] is used.
+
+    ``map_order`` (one of :data:`MAP_ORDERS`, default "official") says in which memory order the
+    Bernoulli map of the middle stage is filled from the RNG; set it with
+    :meth:`Generator.set_map_order`.
     """
+
+    map_order: str = "official"
 
     def __init__(self, img_channels, img_resolution=256, dim=180, w_dim=512, use_noise=False, demodulate=True,
                  activation="lrelu"):
@@ -196,7 +211,9 @@ class FirstStage(nn.Module):
                 # memory order, which is (B, C, L) at batch 1 and contiguous (B, L, C) at batch >= 2
                 # whatever the resolution, mode or input layout: the rule this draw keeps.
                 B, L, C = x.shape
-                mul_map = bernoulli_map(x, (B, L, C), order=(0, 2, 1) if B == 1 else (0, 1, 2))
+                # IOPaint's copy (map_order "iopaint") fills (B, L, C) at every batch size (MAP_ORDERS).
+                filled = (0, 2, 1) if B == 1 and self.map_order == "official" else (0, 1, 2)
+                mul_map = bernoulli_map(x, (B, L, C), order=filled)
                 w_style = self.ws_style(ws[:, -1])
                 add_n = self.to_square(w_style).unsqueeze(1)
                 add_n = F.interpolate(add_n, size=x.size(1), mode="linear", align_corners=False)
@@ -343,6 +360,15 @@ class Generator(nn.Module):
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
                           skip_w_avg_update=skip_w_avg_update)
         return self.synthesis(images_in, masks_in, ws, noise_mode=noise_mode, return_stg1=return_stg1)
+
+    def set_map_order(self, order: str) -> "Generator":
+        """Lay the first stage's Bernoulli map out as the released code does ("official", the
+        default) or as IOPaint's copy of MAT does ("iopaint"): with the same seed, weights and
+        inputs each then gives that code's image. See :data:`MAP_ORDERS`."""
+        if order not in MAP_ORDERS:
+            raise ValueError(f"order must be one of {MAP_ORDERS}, got {order!r}")
+        self.synthesis.first_stage.map_order = order
+        return self
 
     def set_backend(self, name: str) -> "Generator":
         """Select the kernels of every attention block, partial conv and bias_act layer."""

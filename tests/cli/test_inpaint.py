@@ -93,6 +93,103 @@ def test_fit_resize(h, w):
     assert torch.all(call["mask"][0, 0, rows, col] == 0)
 
 
+def _holes(h, w, boxes):
+    m = np.ones((h, w), np.float32)
+    for t, b, l, r in boxes:
+        m[t:b, l:r] = 0
+    return m
+
+
+def test_choose_fit_pads_up_to_twice_r_and_crops_above():
+    assert inpaint.choose_fit(1024, 1024, 512) == "pad"
+    assert inpaint.choose_fit(1080, 1920, 512) == "crop"
+    assert inpaint.choose_fit(32, 33, 16) == "crop"
+
+
+@pytest.mark.parametrize("case, boxes, n_windows", [
+    ("several holes", [(10, 14, 10, 14), (70, 75, 80, 86), (40, 44, 150, 153)], 3),
+    ("holes at the borders", [(0, 5, 0, 7), (95, 100, 190, 200), (0, 100, 100, 101)], 3),
+    ("a hole larger than R", [(20, 80, 30, 120)], 1),
+    ("near holes merge", [(40, 44, 40, 44), (40, 44, 49, 52)], 1),
+])
+def test_fit_crop_fills_every_hole_and_keeps_known_pixels(case, boxes, n_windows):
+    R, margin = 16, 2
+    G = FakeG(R=R)
+    H, W = 100, 200
+    image = np.random.RandomState(1).randint(100, 256, (H, W, 3)).astype(np.uint8)
+    mask = _holes(H, W, boxes)
+    hole = mask < 1
+    image[hole] = 0  # what the network must never see, nor leave
+    owner, windows = inpaint.crop_windows(mask, R, margin)
+    assert len(windows) == n_windows, case
+    out = inpaint.inpaint_array(G, image, mask, torch.zeros(1, 4), fit="crop", crop_margin=margin)
+    assert np.array_equal(out[~hole], image[~hole])
+    assert np.all(out[hole] > 50), "a hole pixel was not filled"
+    assert len(G.calls) == n_windows and all(c["shape"] == (R, R) for c in G.calls)
+    for k, (t, b, l, r) in windows:
+        assert 0 <= t < b <= H and 0 <= l < r <= W
+        ys, xs = np.nonzero(owner == k)
+        assert t <= ys.min() and ys.max() < b and l <= xs.min() and xs.max() < r  # its holes are inside
+        big = max(b - t, r - l) > R
+        assert (b - t, r - l) == ((max(b - t, r - l),) * 2 if big else (min(R, H), min(R, W)))
+    assert np.all((owner >= 0) == hole)
+
+
+def test_fit_crop_windows_at_the_photos_scale_see_only_known_pixels_as_known():
+    R = 32
+    G = FakeG(R=R)
+    mask = _holes(64, 64, [(10, 12, 10, 12), (10, 12, 24, 26)])   # two regions, margin 0
+    image = _rand_image(64, 64)
+    owner, windows = inpaint.crop_windows(mask, R, 0)
+    assert len(windows) == 2
+    inpaint.inpaint_array(G, image, mask, torch.zeros(1, 4), fit="crop", crop_margin=0)
+    first, second = G.calls
+    # The first window holds both holes: the second region's hole is a hole there too.
+    t, b, l, r = windows[0][1]
+    assert np.array_equal(first["mask"][0, 0].numpy(), mask[t:b, l:r])
+    # The second window sees the first region's filled pixels as known.
+    t, b, l, r = windows[1][1]
+    want = mask[t:b, l:r].copy()
+    want[owner[t:b, l:r] == windows[0][0]] = 1
+    assert np.array_equal(second["mask"][0, 0].numpy(), want)
+
+
+def test_cli_auto_fit_crops_large_photos_and_says_so(fake_loader, tmp_path, capsys):
+    G, _, ck = fake_loader
+    image = _rand_image(40, 90)
+    mask = _holes(40, 90, [(5, 9, 5, 9), (30, 35, 70, 80)])
+    _write(tmp_path / "a.png", image)
+    _run_one(ck, tmp_path / "a.png", mask, tmp_path / "out", "--crop-margin", "2")
+    assert "a.png (1/1, 90x40, auto: crop, 2 windows)" in capsys.readouterr().err
+    assert [c["shape"] for c in G.calls] == [(16, 16), (16, 16)]
+    assert "--crop-margin: must be 0 or more" in _one_line_error(capsys, [
+        "--checkpoint", str(ck), "--image", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"),
+        "--crop-margin", "-1"])
+
+
+def test_fit_crop_with_the_real_generator():
+    """Two hole regions of a 300 x 700 photo through the real 256 generator, one of them larger
+    than R (resized window): known pixels exact, every hole pixel written by the network."""
+    from mat_kernels.models import Generator
+    torch.manual_seed(12)
+    G = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3).eval()
+    image = _rand_image(300, 700, seed=2)
+    mask = _holes(300, 700, [(0, 40, 20, 90), (60, 290, 380, 690)])
+    hole = mask < 1
+    image[hole] = 0
+    torch.manual_seed(240)
+    out = inpaint.inpaint_array(G, image, mask, torch.randn(1, 512), fit="crop", crop_margin=16)
+    assert np.array_equal(out[~hole], image[~hole])
+    assert (out[hole] != 0).any(axis=-1).mean() > 0.99
+
+
+def test_fit_crop_of_a_photo_without_holes_runs_nothing():
+    G = FakeG(R=16)
+    image = _rand_image(40, 50)
+    out = inpaint.inpaint_array(G, image, np.ones((40, 50), np.float32), torch.zeros(1, 4), fit="crop")
+    assert np.array_equal(out, image) and G.calls == []
+
+
 def test_fit_resize_deep_hole_value():
     G = FakeG(R=16)
     image = _rand_image(64, 64)
@@ -117,7 +214,7 @@ def test_inpaint_array_rejects_mismatch():
     with pytest.raises(ValueError, match="mask is 5x4 but the image is 6x4"):
         inpaint.inpaint_array(FakeG(), _rand_image(4, 6), np.ones((4, 5), np.float32), torch.zeros(1, 4))
     with pytest.raises(ValueError, match="fit must be one of"):
-        inpaint.inpaint_array(FakeG(), _rand_image(4, 6), np.ones((4, 6), np.float32), torch.zeros(1, 4), fit="crop")
+        inpaint.inpaint_array(FakeG(), _rand_image(4, 6), np.ones((4, 6), np.float32), torch.zeros(1, 4), fit="tile")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -160,7 +257,8 @@ def test_cli_folder(fake_loader, tmp_path):
     _write(imgs / "d.png", gray, "L")
     _write(msks / "m3.png", (_block_mask(16, 16) * 255).astype(np.uint8), "L")
     assert inpaint.main(["--checkpoint", str(ck), "--image", str(imgs), "--mask", str(msks),
-                         "--out", str(out), "--device", "cpu", "--seed", "3", "--truncation", "0.5"]) == 0
+                         "--out", str(out), "--device", "cpu", "--seed", "3", "--truncation", "0.5",
+                         "--fit", "pad"]) == 0
     assert seen["path"] == ck and seen["resolution"] is None
     assert len(G.calls) == 4 and all(c["psi"] == 0.5 for c in G.calls)
     for i, name in enumerate(list(sizes) + ["d.png"]):
@@ -421,7 +519,7 @@ def test_cli_sixteen_bit_grey_png_stays_sixteen_bit(fake_loader, tmp_path):
     (tmp_path / "in").mkdir()
     Image.fromarray(g).save(tmp_path / "in" / "gray16.png")
     mask = _block_mask(20, 37)
-    out = _run_one(ck, tmp_path / "in" / "gray16.png", mask, tmp_path / "out")
+    out = _run_one(ck, tmp_path / "in" / "gray16.png", mask, tmp_path / "out", "--fit", "pad")
     res = np.asarray(out)
     assert out.mode == "I;16" and res.shape == g.shape
     known = mask == 1
@@ -602,7 +700,7 @@ def test_cli_reports_loading_progress_and_summary(fake_loader, tmp_path, capsys)
                          "--save-masks"]) == 0
     cap = capsys.readouterr()
     assert f"mat-inpaint: loading {ck} on cpu ..." in cap.err and "mat-inpaint: loaded the 16x16 generator in" in cap.err
-    assert "1.png (2/2): 100%" in cap.err
+    assert "1.png (2/2, 16x16, auto: pad): 100%" in cap.err
     assert f"mat-inpaint: wrote 2 images to {out}{__import__('os').sep} in " in cap.out and " s per image)" in cap.out
     assert f"wrote the random masks to {out / 'masks'}" in cap.out
     assert inpaint.main(["--checkpoint", str(ck), "--image", str(tmp_path / "img" / "0.png"), "--out",
