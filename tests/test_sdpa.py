@@ -79,8 +79,9 @@ def test_auto_on_cpu_follows_the_cpu_preferences(monkeypatch):
 def test_cpu_order_reads_the_measured_entry_or_the_unmeasured_default(monkeypatch):
     monkeypatch.setattr(preferences, "CPU_PREFERENCES", {("Some CPU", "AVX2"): {"window_attention": ()}})
     assert preferences.cpu_order(("Some CPU", "AVX2")) == {"window_attention": ()}
-    assert preferences.cpu_order(("Another CPU", "AVX2")) == dict(preferences.UNMEASURED_CPU)
-    assert preferences.cpu_order(("Some CPU", "AVX512")) == dict(preferences.UNMEASURED_CPU)
+    assert preferences.cpu_order(("Another CPU", "AVX2")) == dict(preferences.UNMEASURED_CPU["AVX2"])
+    assert preferences.cpu_order(("Another CPU", "AVX512")) == {"window_attention": ("sdpa",)}
+    assert preferences.cpu_order(("Another CPU", "DEFAULT")) == {}  # unvectorised: the reference
 
 
 def test_every_recorded_cpu_preference_names_a_backend_and_its_measurement():
@@ -88,8 +89,9 @@ def test_every_recorded_cpu_preference_names_a_backend_and_its_measurement():
         assert cpu in preferences.CPU_MEASUREMENTS, cpu
         for op, names in order.items():
             assert op in backends.OPS and set(names) <= set(backends.BACKENDS), (cpu, op, names)
-    for op, names in preferences.UNMEASURED_CPU.items():
-        assert op in backends.OPS and set(names) <= set(backends.BACKENDS)
+    for capability, order in preferences.UNMEASURED_CPU.items():
+        for op, names in order.items():
+            assert op in backends.OPS and set(names) <= set(backends.BACKENDS), (capability, op)
 
 
 def test_auto_on_cuda_falls_back_to_sdpa_before_the_reference():
