@@ -68,8 +68,9 @@ class FullyConnectedLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, b = self.effective_weight_bias()
-        if use_fast_path(self.backend, x, self.activation, bias=b) and x.dtype == w.dtype:
-            # One GEMM with the bias (gain folded in), then the activation in place.
+        if x.ndim >= 3 and use_fast_path(self.backend, x, self.activation, bias=b) and x.dtype == w.dtype:
+            # Token maps (the transformer's layers): one GEMM with the bias (gain folded in), then
+            # the activation in place. Style and mapping vectors keep the official sequence.
             alpha, g = activation_gain(self.activation)
             if g != 1:
                 w, b = w * g, (None if b is None else b * g)

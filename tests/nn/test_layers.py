@@ -339,7 +339,9 @@ def test_fully_connected_backend_attribute_defaults_to_auto():
     assert fc.backend == "auto"
     x = torch.randn(2, 3)
     w, b = fc.effective_weight_bias()
-    expected = bias_act(x.matmul(w.t()), b, dim=1, act="lrelu")
-    assert_close(fc(x), expected, "layers", "fwd", torch.float32)  # the CPU fast path (fast_conv.py)
+    assert torch.equal(fc(x), bias_act(x.matmul(w.t()), b, dim=1, act="lrelu"))
+    tokens = torch.randn(2, 5, 3)  # token maps take the CPU fast path (fast_conv.py) under "auto"
+    expected = bias_act(tokens.matmul(w.t()), b, dim=2, act="lrelu")
+    assert_close(fc(tokens), expected, "layers", "fwd", torch.float32)
     fc.backend = "reference"
-    assert torch.equal(fc(x), expected)
+    assert torch.equal(fc(tokens), expected)
