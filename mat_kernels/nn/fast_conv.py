@@ -1,10 +1,11 @@
 """The CPU fast path of the StyleGAN2 layers: channels_last convolutions with the bias, the
 activation gain and the resampling filter's padding folded into the convolutions.
 
-The reference layers (backend ``"reference"``) run the official op sequence: convolution, an
-explicit zero pad (``F.pad``) before every FIR blur, then bias, activation and gain as three
-passes over the output (:func:`mat_kernels.reference.bias_act`). On CPU tensors the layers set to
-``"auto"`` or ``"sdpa"`` run the same math with fewer passes over memory:
+The reference layers (backend ``"reference"``, and every layer while autograd records) run the official op sequence:
+convolution, an explicit zero pad (``F.pad``) before every FIR blur, then bias, activation and gain as three
+passes over the output (:func:`mat_kernels.reference.bias_act`). On CPU tensors in inference
+(``torch.no_grad``/``inference_mode``) the layers set to ``"auto"`` or ``"sdpa"`` run the same math
+with fewer passes over memory:
 
 * the activations are kept channels_last (NHWC), where oneDNN's convolutions, transposed
   convolutions and depthwise FIR blurs are 1.6-2.4x faster on CPU than on NCHW tensors;
@@ -36,8 +37,9 @@ FAST_BACKENDS = ("auto", "sdpa")
 
 def use_fast_path(backend: str, x: torch.Tensor, act: str = "linear", clamp: Optional[float] = None,
                   gain: float = 1.0, bias: Optional[torch.Tensor] = None) -> bool:
-    """Whether a layer with ``backend`` runs this path for input ``x``."""
-    return (backend in FAST_BACKENDS and x.device.type == "cpu" and act in FAST_ACTS and clamp is None
+    """Whether a layer with ``backend`` runs this path for input ``x``: inference only (autograd
+    off), so that training keeps the official op sequence and its gradients bit for bit."""
+    return (backend in FAST_BACKENDS and x.device.type == "cpu" and not torch.is_grad_enabled() and act in FAST_ACTS and clamp is None
             and gain > 0 and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
             and autocast_dtype(x.device) is None and (bias is None or bias.dtype == x.dtype))
 
@@ -49,12 +51,11 @@ def activation_gain(act: str, gain: float = 1.0):
 
 
 def activate_(x: torch.Tensor, act: str, alpha: float) -> torch.Tensor:
-    """The activation of an already gained and biased tensor, in place where autograd allows it."""
-    inplace = not torch.is_grad_enabled()
+    """The activation of an already gained and biased tensor (a fresh one: in place)."""
     if act == "lrelu":
-        return F.leaky_relu(x, alpha, inplace=inplace)
+        return F.leaky_relu(x, alpha, inplace=True)
     if act == "relu":
-        return F.relu(x, inplace=inplace)
+        return F.relu(x, inplace=True)
     return x
 
 

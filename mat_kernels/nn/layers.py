@@ -326,7 +326,7 @@ class StyleConv(nn.Module):
                                      f"got {tuple(x.shape[-2:])}; use noise_mode='random' or 'none'")
                 noise = self.noise_const * self.noise_strength
             noise = noise * g
-            x = x.add_(noise) if not torch.is_grad_enabled() else x + noise
+            x = x.add_(noise)
         return activate_(x, self.activation, alpha)
 
 
