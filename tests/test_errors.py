@@ -102,12 +102,25 @@ def test_forced_backend_error_also_says_which_backends_could_run():
     assert "other backends (not tried with backend='cuda'):" in msg
     assert "  reference: can run this call" in msg and "  triton: " in msg
     assert err.value.reasons.keys() == {"cuda"} and err.value.others["reference"] == []
-    assert set(err.value.others) == {"reference", "triton"}
+    assert set(err.value.others) == {"reference", "sdpa", "triton"} and err.value.others["sdpa"] == []
     one = err.value.summary()
     assert "\n" not in one and one.startswith("backend 'cuda' cannot run partial_conv_mask_update here")
     assert "reference" in one and ("triton" in one) == (err.value.others["triton"] == [])
     with pytest.raises(RuntimeError):  # still a RuntimeError for existing callers
         mat_kernels.bias_act(torch.randn(2, 3), torch.randn(3), backend="cuda")
+
+
+def test_forced_sdpa_that_cannot_run_gives_its_reasons():
+    from mat_kernels import backends
+    q = torch.randn(1, 8, 8, 4, dtype=torch.float64)
+    with pytest.raises(backends.NoBackendError) as err:
+        mat_kernels.window_attention(q, q, q, window_size=4, num_heads=2, backend="sdpa")
+    assert err.value.reasons == {"sdpa": ["dtype must be one of (torch.float16, torch.bfloat16, torch.float32), "
+                                          "got torch.float64"]}
+    assert err.value.others["reference"] == []
+    assert "  sdpa: dtype must be one of" in str(err.value)
+    facts = dict(device=torch.device("meta"), dtype=torch.float32, head_dim=2, window_size=4, mask_dtype=None)
+    assert backends.not_supported_reasons("sdpa", "window_attention", facts) == ["needs CPU or CUDA tensors, got meta"]
 
 
 @pytest.mark.parametrize("fn", [reference.window_mask_update, mat_kernels.window_mask_update])

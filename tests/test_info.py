@@ -70,14 +70,16 @@ def test_cli_on_cpu_lists_every_backend_with_reasons(tmp_path):
     validate(rep)
     assert {(r["op"], r["backend"]) for r in rep["backends"]} == {(o, b) for o in backends.OPS
                                                                   for b in backends.BACKENDS}
-    # On CPU the reference runs everything, the fused backends say why not, auto is the reference.
+    # On CPU the reference and sdpa run everything, the fused backends say why not, auto is what
+    # the CPU preferences give for this CPU (then the reference).
     for r in rep["backends"]:
-        if r["backend"] == "reference":
+        if r["backend"] in ("reference", "sdpa"):
             assert r["available"], r
         elif not rep["versions"]["triton_interpret"] or r["backend"] == "cuda":
             assert not r["available"] and r["reasons"], r
             assert r["reasons"][0] in out  # the printed report shows the reason, not only the JSON
-    assert all(a["backend"] == "reference" for a in rep["auto"])
+    for a in rep["auto"]:
+        assert a["backend"] == (backends.CPU_ORDER.get(a["op"]) or ("reference",))[0], a
     assert rep["checks"] == [] and rep["check_status"].startswith("skipped")
     assert rep["extension"]["built"] == (rep["extension"]["reason"] is None)
 

@@ -94,7 +94,10 @@ def test_convert_replaces_official_modules_and_keeps_the_numbers(mat):
     before = net.state_dict()
     params_before = [(n, p) for n, p in net.named_parameters()]
     types_before = _types_by_path(net)
-    out = official.convert(net)
+    # The reference backend: the official op grouping, so gradients agree to the elementwise fp32
+    # tolerance (auto on CPU runs sdpa, whose fused backward rounds differently: the relative
+    # error on this test's 1e8-sized bias gradients is ~1e-4).
+    out = official.convert(net, backend="reference")
     assert out is net
 
     kinds = {}

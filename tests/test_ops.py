@@ -1,5 +1,5 @@
 """Every public op on every backend that can run here, against the reference, over one case list
-(mat_kernels.testing). On a CPU machine that is the reference backend and, under
+(mat_kernels.testing). On a CPU machine that is the reference and sdpa backends and, under
 TRITON_INTERPRET=1, the Triton kernels in the interpreter; on a GPU the Triton and CUDA kernels
 in every dtype. A backend that cannot run is skipped with its reasons."""
 from __future__ import annotations

@@ -6,8 +6,8 @@ Hypothesis draws the cases: windows 1..16 (odd ones included), shifts (0, half, 
 batch, dtypes, mask patterns, values (bool, {0,1} and fractional floats in every float dtype),
 mask formats ((B, H, W, 1) / (B, H, W)), contiguous and strided masks, q/k/v layouts (contiguous,
 chunks of one fused qkv tensor, permuted, sliced) and incoming gradients (random, zeros, sparse,
-strided). Backends: "reference" (against itself in a wider dtype), "triton" (the interpreter on
-CPU), "cuda" (on CPU: the kernels built as host C++ and called through the backend's own
+strided). Backends: "reference" (against itself in a wider dtype), "sdpa" (PyTorch's fused
+attention, CPU or CUDA), "triton" (the interpreter on CPU), "cuda" (on CPU: the kernels built as host C++ and called through the backend's own
 dispatch and autograd, tests/cuda/_emulation.py; on a GPU: the extension).
 
 Budgets. CI: ``derandomize=True`` (the same examples every run), the example counts of

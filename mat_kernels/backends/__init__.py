@@ -1,7 +1,7 @@
 """Backend registry: which implementations of the public ops exist, why one cannot run, and which
 ``backend="auto"`` picks.
 
-Each backend is one module of this package (``reference.py``, ``triton.py``, ``cuda.py``) with:
+Each backend is one module of this package (``reference.py``, ``sdpa.py``, ``triton.py``, ``cuda.py``) with:
 
 * ``not_supported_reasons(op, facts) -> list[str]``: empty when it can run ``op`` for ``facts``;
 * one entry point per op it implements, named like the op, taking arguments that
@@ -12,7 +12,7 @@ fails to import (no Triton, no compiled extension) is one unavailable backend, w
 error as its reason, and nothing else; every reason is reported when nothing fits (``MAT_KERNELS_LOG=debug`` logs each choice).
 
 Adding a backend: a module here with the two pieces above, its name in ``BACKENDS``, and (once
-measured on a GPU) a place in ``preferences.PREFERENCES``. Adding an op: its public function in
+measured) a place in ``preferences.PREFERENCES`` (CUDA) or ``preferences.CPU_PREFERENCES``. Adding an op: its public function in
 ``ops.py`` and an entry point in each backend that implements it.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Optional, Tuple, TypedDict
 
 import torch
 
-from .preferences import PREFERENCES
+from .preferences import PREFERENCES, cpu_order
 
 log = logging.getLogger("mat_kernels")
 if os.environ.get("MAT_KERNELS_LOG", "").lower() == "debug":
@@ -39,6 +39,7 @@ OPS = ("window_attention", "window_mask_update", "partial_conv_mask_update", "bi
 # name -> module. ``auto`` order comes from ``auto_order``, not from here.
 BACKENDS: Dict[str, str] = {
     "reference": "mat_kernels.backends.reference",
+    "sdpa": "mat_kernels.backends.sdpa",
     "triton": "mat_kernels.backends.triton",
     "cuda": "mat_kernels.backends.cuda",
 }
@@ -113,12 +114,24 @@ def not_supported_reasons(name: str, op: str, facts: Facts) -> List[str]:
 
 
 def auto_order(op: str, facts: Facts) -> List[str]:
-    """The order ``backend="auto"`` tries: on CUDA tensors the fused backends that
-    ``preferences.PREFERENCES`` lists for ``op`` (from recorded GPU measurements), then the
-    reference; on any other device the reference alone."""
-    if facts["device"].type != "cuda":
-        return ["reference"]
-    return list(PREFERENCES.get(op, [])) + ["reference"]
+    """The order ``backend="auto"`` tries, always ending with the reference:
+
+    * CUDA tensors: the fused backends ``preferences.PREFERENCES`` lists for ``op`` (from
+      recorded GPU measurements), then, for window attention, ``sdpa`` (PyTorch's fused
+      attention: what runs when the Triton kernels cannot, e.g. no Triton or an unsupported GPU);
+    * CPU tensors: what ``preferences.cpu_order`` gives for this machine's CPU (measured with
+      ``mat-bench`` on that CPU; see there for a CPU never measured);
+    * any other device: the reference alone.
+    """
+    device = facts["device"].type
+    if device == "cuda":
+        order = list(PREFERENCES.get(op, []))
+        if op == "window_attention" and "sdpa" not in order:
+            order.append("sdpa")
+        return order + ["reference"]
+    if device == "cpu":
+        return list(CPU_ORDER.get(op, ())) + ["reference"]
+    return ["reference"]
 
 
 class NoBackendError(RuntimeError):
@@ -172,10 +185,15 @@ def describe(facts: Facts) -> str:
     return ", ".join(f"{k}={v}" for k, v in facts.items())
 
 
+# This machine's CPU and the order auto takes on its tensors, decided once at import (so that
+# torch.compile traces a constant).
+CPU_ORDER: Dict[str, Tuple[str, ...]] = cpu_order()
+
 # Import the backends ``auto`` can pick now rather than inside the first call: an import inside a
 # torch.compile'd region is a graph break. Triton and the extension are only worth importing
 # where CUDA is; elsewhere they are imported the first time they are asked about.
 _load("reference")
+_load("sdpa")
 if torch.cuda.is_available():
     for _name in ("triton", "cuda"):
         _load(_name)

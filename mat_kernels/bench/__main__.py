@@ -70,6 +70,8 @@ def parser() -> argparse.ArgumentParser:
                         "are listed as skipped unless named here)")
     p.add_argument("--model-paths", type=_csv(str, model.MODEL_PATHS), default=None,
                    help="reference,auto,compile (default: all; on CPU compile is listed as skipped unless named)")
+    p.add_argument("--model-whats", type=_csv(str, model.WHATS), default=None,
+                   help="generator_forward,train_step (default: both)")
     p.add_argument("--model-dtypes", type=_csv(str, model.PRECISIONS), default=None,
                    help="model precisions: fp32, bf16 (autocast), bf16-weights (inference) (default: all on GPU, "
                         "fp32 on CPU); every generator row reports its relative error against fp32")
@@ -139,7 +141,7 @@ def _settings(args) -> dict:
              op_res=args.resolution or 512, model_res=args.resolution or (512 if gpu else 256))
     # The model part takes fewer calls: its steps are long.
     o["model_warmup"] = max(1, o["warmup"] // 2) if gpu else 0
-    o["model_repeats"] = max(1, o["repeats"] // 4) if gpu else 1
+    o["model_repeats"] = max(1, o["repeats"] // 4) if gpu else (args.repeats or 1)
     if o["repeats"] < 1 or o["warmup"] < 0:
         parser().error("--repeats must be >= 1 and --warmup >= 0")
     o["model_batches"] = o["batches"]
@@ -156,6 +158,7 @@ def _settings(args) -> dict:
         parser().error(str(exc))
     o["peers"] = select(args.peers or PEER_NAMES)
     o["model_paths"] = args.model_paths or list(model.MODEL_PATHS)
+    o["model_whats"] = args.model_whats or list(model.WHATS)
     return o
 
 
@@ -179,8 +182,12 @@ def _notes(o, environment) -> List[str]:
         notes.append(f"CPU-only run ({what}). The fused Triton and CUDA kernels need a CUDA GPU "
                      "(their rows give the reason they did not run); these are CPU timings, not GPU results.")
     if not o["gpu"] and o["run_model"]:
-        notes.append("On CPU backend 'auto' resolves to the reference, so the model's auto and reference rows run "
-                     "the same code; their difference is noise.")
+        from ..backends import CPU_ORDER
+        attn = CPU_ORDER.get("window_attention") or ("reference",)
+        notes.append(f"On CPU the model's 'reference' rows run the official op sequence (official-equivalent eager); "
+                     f"'auto' runs window attention on {attn[0]} (backends.preferences for this CPU, "
+                     f"{environment['cpu_name']}, {environment['cpu_capability']}) and the conv layers' channels_last "
+                     "fast path (mat_kernels/nn/fast_conv.py).")
     if environment["dram_bandwidth_bytes_per_s"] is None:
         notes.append(f"No DRAM bandwidth known: {environment['dram_bandwidth_source']}.")
     return notes
@@ -197,7 +204,7 @@ def _model_estimate(o, model_skip) -> Optional[str]:
     except Exception as exc:  # the model part itself reports why it cannot run
         return f"no time estimate for the model part ({reason_of(exc)})"
     secs = model.estimate_seconds(fwd, probe_batch, o["model_batches"], o["model_paths"], o["model_dtypes"],
-                                  o["model_warmup"], o["model_repeats"], skip=model_skip)
+                                  o["model_warmup"], o["model_repeats"], skip=model_skip, whats=o["model_whats"])
     extra = " plus minutes of compilation per compiled row" if "compile" in set(o["model_paths"]) - set(model_skip) \
         else ""
     took = f"{secs:.0f} s" if secs < 90 else f"{secs / 60:.0f} min"
@@ -220,7 +227,7 @@ def _run_all(o, skip, model_skip, environment, notes, progress):
             for dt in o["model_dtypes"]:
                 model_rows += model.run_model(o["model_res"], o["model_batches"], o["device"],
                                               o["model_warmup"], o["model_repeats"], paths=o["model_paths"],
-                                              dtype=dt, skip=model_skip,
+                                              whats=o["model_whats"], dtype=dt, skip=model_skip,
                                               on_row_done=lambda r: progress.step(f"{r['what']} {r['path']}"))
     except KeyboardInterrupt:
         # A long GPU run stopped by hand still writes what it measured, marked as partial.
@@ -267,7 +274,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     estimate = _model_estimate(o, model_skip)
     if estimate:
         print(f"note: {estimate}", file=sys.stderr)
-    n_model = (len(model.WHATS) * len(o["model_batches"]) * len(o["model_paths"]) * len(o["model_dtypes"])
+    n_model = (len(o["model_whats"]) * len(o["model_batches"]) * len(o["model_paths"]) * len(o["model_dtypes"])
                if o["run_model"] else 0)
     progress = _Progress(len(o["cases"]) * len(o["peers"]) + n_model, not args.no_progress)
     t0 = time.perf_counter()

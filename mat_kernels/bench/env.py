@@ -55,14 +55,8 @@ def dram_bandwidth(device_name: str, override_tbps: Optional[float] = None) -> T
 
 def cpu_name() -> str:
     """The CPU model from /proc/cpuinfo where there is one, else what platform knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
+    from ..backends.preferences import cpu_model_name
+    return cpu_model_name()
 
 
 def _run(cmd) -> Optional[str]:
@@ -103,6 +97,11 @@ def environment(device: torch.device, bandwidth_override_tbps: Optional[float] =
         "python_version": sys.version.split()[0],
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+        "cpu_name": cpu_name(),
+        # The ATen kernel build the CPU ops dispatch to (DEFAULT, AVX2, AVX512, ...): CPU timings
+        # and the CPU preferences of backend "auto" are per (cpu_name, cpu_capability).
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_num_threads": torch.get_num_threads(),
         "git_commit": sha,
         "git_dirty": dirty,
         "dram_bandwidth_bytes_per_s": None,

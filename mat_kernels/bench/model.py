@@ -6,7 +6,8 @@ kernels on CUDA, the reference on CPU). Precisions (``dtype``): ``fp32``, ``bf16
 and ``bf16-weights`` (``G.to(torch.bfloat16)``, inference only). Generator rows carry
 ``rel_err_vs_fp32``: the relative L2 distance of their output from the fp32 eager reference
 output for the same weights, inputs and seed (the generator's random draws do not depend on
-compilation). The networks come from
+compilation); ``first_call_s`` is the first call, which for compiled rows is mostly compilation
+(the timed calls come after it). The networks come from
 ``mat_kernels.models``; until that imports, every row says why the model is not available.
 Weights are random (nothing is downloaded): throughput does not depend on them.
 """
@@ -99,7 +100,8 @@ def _train_step(G, D, opt_g, opt_d, img, mask, z, c):
 
 def _row(what, path, batch, resolution, dtype):
     return {"what": what, "path": path, "batch": batch, "resolution": resolution, "dtype": dtype,
-            "status": None, "reason": None, **dict.fromkeys(TIMING_KEYS), "images_per_s": None, "peak_mem_bytes": None, "speedup_vs_reference": None, "rel_err_vs_fp32": None}
+            "status": None, "reason": None, **dict.fromkeys(TIMING_KEYS), "images_per_s": None, "peak_mem_bytes": None, "speedup_vs_reference": None, "rel_err_vs_fp32": None,
+            "first_call_s": None}
 
 
 def build_call(Generator, Discriminator, what: str, path: str, batch: int, resolution: int,
@@ -165,8 +167,10 @@ def _measure_row(r, Generator, Discriminator, what, path, batch, resolution, dev
             with contextlib.suppress(Exception):
                 torch._dynamo.reset()
         call = build_call(Generator, Discriminator, what, path, batch, resolution, device, dtype)
+        t0 = time.perf_counter()
         if what == "generator_forward":
             out = _seeded_output(call)  # also compiles / warms the allocator
+            r["first_call_s"] = time.perf_counter() - t0  # the compile time, for compiled rows
             if batch not in fp32_outputs:
                 ref_call = build_call(Generator, Discriminator, what, "reference", batch, resolution, device, "fp32")
                 fp32_outputs[batch] = _seeded_output(ref_call)
@@ -174,6 +178,7 @@ def _measure_row(r, Generator, Discriminator, what, path, batch, resolution, dev
             r["rel_err_vs_fp32"] = _rel_err(out, fp32_outputs[batch])
         else:
             call()  # compile / warm the allocator before the counted warm-up
+            r["first_call_s"] = time.perf_counter() - t0
         t = timing.measure(call, device, warmup, repeats, flush_l2=False)
         r.update({key: t[key] for key in TIMING_KEYS}, images_per_s=batch / (t["median_ms"] / 1e3))
         r["peak_mem_bytes"] = timing.peak_memory(call, device)
@@ -197,7 +202,8 @@ def time_forward(resolution: int, batch: int, device: torch.device) -> float:
 
 
 def estimate_seconds(forward_s: float, probe_batch: int, batches: Iterable[int], paths: Iterable[str],
-                     dtypes: Iterable[str], warmup: int, repeats: int, skip: Iterable[str] = ()) -> float:
+                     dtypes: Iterable[str], warmup: int, repeats: int, skip: Iterable[str] = (),
+                     whats: Iterable[str] = WHATS) -> float:
     """What :func:`run_model` over ``dtypes`` will take, counted in generator forwards of
     ``forward_s`` seconds at ``probe_batch`` (time taken as proportional to the batch): per row one
     checked or warming call, ``warmup`` and ``repeats``; per dtype and batch one fp32 reference
@@ -208,8 +214,8 @@ def estimate_seconds(forward_s: float, probe_batch: int, batches: Iterable[int],
     for dt in dtypes:
         for b in batches:
             per_row = len(run_paths) * calls
-            n = per_row + (1 if run_paths else 0)
-            if dt != "bf16-weights":
+            n = (per_row + (1 if run_paths else 0)) if "generator_forward" in whats else 0
+            if dt != "bf16-weights" and "train_step" in whats:
                 n += per_row * TRAIN_STEP_FORWARDS
             forwards += n * b / probe_batch
     return forwards * forward_s

@@ -7,8 +7,9 @@ reverse, key bias, shift bias, mask update), never from a copy of them:
 
 1. ``reference``: the eager reference.
 2. ``compile``: ``torch.compile`` of the reference.
-3. ``sdpa``: the reference's shift and partition, then ``F.scaled_dot_product_attention`` with
-   both ``-100`` biases materialised as one additive float mask.
+3. ``sdpa``: the ``sdpa`` backend (:mod:`mat_kernels.sdpa`): the reference's shift and partition,
+   then ``F.scaled_dot_product_attention`` with both ``-100`` biases as one additive float mask
+   per window, shared by the heads.
 4. ``flex``: the same partition, then compiled FlexAttention with a ``score_mod`` that derives
    the shift-region bias from coordinates and reads the key mask (head_dim zero-padded to a
    power of two when FlexAttention needs it).
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 
 from .. import backends, ops
 from .. import reference as ref
-from ..reference.attention import key_validity_bias, windowed_mask_update
+from ..reference.attention import windowed_mask_update
 from .cases import AttentionCase
 
 AttentionFn = Callable[..., Tuple[torch.Tensor, Optional[torch.Tensor]]]
@@ -96,32 +97,6 @@ def build_compile(case: AttentionCase, device) -> AttentionFn:
     return run
 
 
-def build_sdpa(case: AttentionCase, device) -> AttentionFn:
-    G, ws, s, N, nW = _geometry(case)
-    scale = case.head_dim ** -0.5
-    # Static, like the block's attn_mask buffer: built once, outside the timed call.
-    shift_bias = (ref.shift_attention_bias(G, G, ws, s, device=device, dtype=case.torch_dtype)
-                  if s else None)
-
-    def run(q, k, v, mask):
-        B = q.shape[0]
-        qw, kw, vw, mw = _shift_in(case, q, k, v, mask)
-        bias, new_mw = None, None
-        if shift_bias is not None:
-            bias = shift_bias.view(1, nW, 1, N, N)
-        if mw is not None:
-            # The rule on the mask's own values; SDPA wants the resulting bias in q's dtype.
-            key_bias = key_validity_bias(mw, q.dtype).view(B, nW, 1, 1, N)
-            bias = key_bias if bias is None else bias + key_bias
-            new_mw = windowed_mask_update(mw)
-        if bias is not None:
-            # One additive float mask per window, shared by the heads: (B_, 1, N or 1, N).
-            bias = bias.expand(B, nW, 1, bias.shape[-2], N).reshape(B * nW, 1, bias.shape[-2], N)
-        out = F.scaled_dot_product_attention(qw, kw, vw, attn_mask=bias, scale=scale)
-        return _shift_out(case, out, new_mw)
-    return run
-
-
 def flex_head_dim(head_dim: int) -> int:
     """FlexAttention's Triton templates want a power-of-two head_dim >= 16; MAT's is 30 -> 32."""
     return max(16, 1 << (head_dim - 1).bit_length())
@@ -180,10 +155,14 @@ def _build_backend(name: str):
     return build
 
 
+# The sdpa backend (mat_kernels.sdpa): the reference's shift and partition, both -100 biases as one
+# additive float mask per window shared by the heads, F.scaled_dot_product_attention.
+build_sdpa = _build_backend("sdpa")
+
 PEERS: Dict[str, Peer] = {p.name: p for p in (
     Peer("reference", "(1) eager reference", False, build_reference),
     Peer("compile", "(2) torch.compile(reference)", True, build_compile),
-    Peer("sdpa", "(3) SDPA + float bias", False, build_sdpa),
+    Peer("sdpa", "(3) SDPA backend", False, build_sdpa, backend="sdpa"),
     Peer("flex", "(4) FlexAttention (compiled)", True, build_flex),
     Peer("triton", "(5) Triton", False, _build_backend("triton"), backend="triton"),
     Peer("cuda", "(6) CUDA extension", False, _build_backend("cuda"), backend="cuda"),

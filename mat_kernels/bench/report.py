@@ -12,7 +12,8 @@ from .timing import NOISE_RULE
 SCHEMA = "mat_kernels.bench/1"
 TOP_LEVEL_KEYS = ("schema", "suite", "environment", "settings", "notes", "attention", "model", "wall_s")
 ENVIRONMENT_KEYS = ("date", "device_type", "device_name", "compute_capability", "driver_version", "cuda_version",
-                    "torch_version", "triton_version", "python_version", "platform", "cpu_count", "git_commit",
+                    "torch_version", "triton_version", "python_version", "platform", "cpu_count", "cpu_name", "cpu_capability",
+                    "torch_num_threads", "git_commit",
                     "git_dirty", "dram_bandwidth_bytes_per_s", "dram_bandwidth_source")
 ATTENTION_ROW_KEYS = ("case_id", "case", "peer", "label", "status", "reason", "median_ms", "min_ms", "max_ms",
                       "iqr_ms", "noisy", "times_ms", "peak_mem_bytes", "ideal_bytes", "flops", "achieved_bytes_per_s", "bandwidth_fraction",
@@ -148,14 +149,14 @@ def detail_table(rows: List[dict]):
 
 def model_table(rows: List[dict]):
     header = ["what", "path", "res", "batch", "dtype", "status", "median ms", "min-max ms", "images/s", "peak MiB", "x ref",
-              "err vs fp32", "reason"]
+              "err vs fp32", "first call s", "reason"]
     body = []
     for r in rows:
         mib = None if r["peak_mem_bytes"] is None else r["peak_mem_bytes"] / 2 ** 20
         body.append([r["what"], r["path"], str(r["resolution"]), str(r["batch"]), r["dtype"], r["status"],
                      _f(r["median_ms"], "{:.1f}"), _range(r) or "-", _f(r["images_per_s"], "{:.2f}"), _f(mib, "{:.0f}"),
                      _f(r["speedup_vs_reference"], "{:.2f}"), _f(r.get("rel_err_vs_fp32"), "{:.2e}"),
-                     r["reason"] or ""])
+                     _f(r.get("first_call_s"), "{:.1f}"), r["reason"] or ""])
     return header, body
 
 
@@ -166,6 +167,8 @@ def markdown(result: dict) -> str:
     out += [f"- date: {env['date']}; commit: {env['git_commit']}{' (dirty)' if env['git_dirty'] else ''}",
             f"- device: {env['device_name']} ({env['device_type']}, cc {env['compute_capability']}), "
             f"driver {env['driver_version']}, CUDA {env['cuda_version']}",
+            f"- CPU: {env.get('cpu_name')}, ATen capability {env.get('cpu_capability')}, "
+            f"{env.get('torch_num_threads')} torch threads of {env['cpu_count']} CPUs",
             f"- torch {env['torch_version']}, triton {env['triton_version']}, python {env['python_version']}",
             f"- DRAM bandwidth: {_f(None if bw is None else bw / 1e12, '{:.3g} TB/s')} ({env['dram_bandwidth_source']})",
             f"- settings: {json.dumps(result['settings'])}",
@@ -219,6 +222,10 @@ def console(result: dict) -> str:
         if fails:
             parts.append("not run:\n" + "\n".join(f"  {p} - {s} in {n} cases: {why}" for p, s, why, n in fails))
     if result["model"]:
+        env = result["environment"]
+        parts.append(f"model on {env['device_name']}"
+                     + (f" (ATen CPU capability {env.get('cpu_capability')}, {env.get('torch_num_threads')} threads)"
+                        if env["device_type"] == "cpu" else ""))
         parts.append(text_table(*model_table(result["model"])))
     if parts:
         parts.append(legend(result))

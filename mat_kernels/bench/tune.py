@@ -4,7 +4,7 @@
 Input files (any number, any mix; the kind is recognised by content):
 
 * a ``mat-bench`` result JSON (``"schema": "mat_kernels.bench/1"``): its attention rows whose
-  ``peer`` is a backend (reference, triton, cuda) give op ``window_attention``, the case's dtype,
+  ``peer`` is a backend (reference, sdpa, triton, cuda) give op ``window_attention``, the case's dtype,
   ``median_ms``, and a correctness verdict: a row passed when ``status == "ok"`` and
   ``within_tolerance is True`` (the float64 reference within ``mat_kernels.testing.TOLERANCES``);
 * a pytest-benchmark JSON of ``benchmarks/bench_*.py`` (``--benchmark-json``; rows with a
@@ -80,7 +80,7 @@ def _read_mat_bench(data: dict, ev: Evidence, path: str) -> None:
     for row in data.get("attention", []):
         be = row.get("peer")
         if be not in backends.BACKENDS:
-            continue  # compile/sdpa/flex are comparisons, not backends auto can pick
+            continue  # compile/flex are comparisons, not backends auto can pick
         case = row.get("case") or {}
         dtype = case.get("dtype", "?")
         status, within = row.get("status"), row.get("within_tolerance")

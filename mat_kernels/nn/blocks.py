@@ -26,9 +26,10 @@ def token2feature(x: torch.Tensor, x_size: Sequence[int]) -> torch.Tensor:
 
 
 def feature2token(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, H*W, C)."""
+    """(B, C, H, W) -> (B, H*W, C): a view of NCHW and of channels_last maps (the latter is
+    then a contiguous token tensor)."""
     B, C, H, W = x.shape
-    return x.view(B, C, -1).transpose(1, 2)
+    return x.reshape(B, C, H * W).transpose(1, 2)
 
 
 class PatchMerging(nn.Module):

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from .. import ops
 from .draws import normal_noise
 from ..reference.bias_act import ACTIVATIONS, bias_act  # noqa: F401  (re-exported: the layers' reference)
+from .fast_conv import activate_, activation_gain, conv2d_resample_fused, use_fast_path
 from .resample import conv2d_resample, setup_filter, upsample2d
 
 
@@ -68,6 +69,13 @@ class FullyConnectedLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, b = self.effective_weight_bias()
+        if x.ndim >= 3 and use_fast_path(self.backend, x, self.activation, bias=b) and x.dtype == w.dtype:
+            # Token maps (the transformer's layers): one GEMM with the bias (gain folded in), then
+            # the activation in place. Style and mapping vectors keep the official sequence.
+            alpha, g = activation_gain(self.activation)
+            if g != 1:
+                w, b = w * g, (None if b is None else b * g)
+            return activate_(F.linear(x, w, b), self.activation, alpha)
         x = x.matmul(w.t())
         if self.activation == "linear" and b is not None:
             # As the official layer: under autocast the matmul is fp16/bf16 and the fp32 bias
@@ -119,6 +127,13 @@ class Conv2dLayer(nn.Module):
                 self.bias = None
 
     def forward(self, x: torch.Tensor, gain: float = 1) -> torch.Tensor:
+        if use_fast_path(self.backend, x, self.activation, self.conv_clamp, gain, self.bias):
+            alpha, g = activation_gain(self.activation, gain)
+            w = (self.weight * (self.weight_gain * g)).to(x.dtype)
+            y = conv2d_resample_fused(x, w, self.resample_filter, self.up, self.down, self.padding,
+                                      None if self.bias is None else self.bias * g)
+            if y is not None:
+                return activate_(y, self.activation, alpha)
         # In x's dtype (as the official layers do): under autocast x arrives in fp16/bf16 from the
         # previous convolution while the parameter stays fp32.
         w = (self.weight * self.weight_gain).to(x.dtype)
@@ -201,12 +216,18 @@ class ModulatedConv2d(nn.Module):
         self.conv_clamp = conv_clamp
         self.affine = FullyConnectedLayer(style_dim, in_channels, bias_init=1)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style: torch.Tensor, *, gain: float = 1.0,
+                bias: Optional[torch.Tensor] = None, fused: bool = False) -> torch.Tensor:
+        """``fused`` (the layers' CPU fast path, :mod:`mat_kernels.nn.fast_conv`): returns
+        ``conv(x) * gain + bias`` on channels_last tensors; otherwise the official op sequence
+        (``gain`` and ``bias`` must then be left at their defaults)."""
         batch, in_channels, height, width = x.shape
         if in_channels != self.in_channels:
             raise ValueError(f"x must have {self.in_channels} channels, got {in_channels}")
         style = self.affine(style).view(batch, 1, in_channels, 1, 1)
         weight = self.weight * self.weight_gain * style
+        if fused:
+            return self._forward_fused(x, weight, gain, bias)
         if self.demodulate:
             decoefs = (weight.pow(2).sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
             weight = weight * decoefs.view(batch, self.out_channels, 1, 1, 1)
@@ -215,6 +236,26 @@ class ModulatedConv2d(nn.Module):
         x = conv2d_resample(x, weight.to(x.dtype), f=self.resample_filter, up=self.up, down=self.down,
                             padding=self.padding, groups=batch)
         return x.view(batch, self.out_channels, *x.shape[2:])
+
+    def _forward_fused(self, x, weight, gain, bias):
+        batch, in_channels, height, width = x.shape
+        # The demodulation and the gain are one per-output-channel factor of the weight.
+        scale = gain
+        if self.demodulate:
+            scale = (weight.pow(2).sum(dim=[2, 3, 4]) + 1e-8).rsqrt() * gain
+            scale = scale.view(batch, self.out_channels, 1, 1, 1)
+        weight = (weight * scale).view(batch * self.out_channels, in_channels, self.kernel_size,
+                                       self.kernel_size).to(x.dtype)
+        b = None if bias is None else bias.to(x.dtype).repeat(batch)
+        xg = x if batch == 1 else x.reshape(1, batch * in_channels, height, width)
+        y = conv2d_resample_fused(xg, weight, self.resample_filter, self.up, self.down, self.padding, b,
+                                  groups=batch)
+        if y is None:
+            y = conv2d_resample(xg, weight, f=self.resample_filter, up=self.up, down=self.down,
+                                padding=self.padding, groups=batch)
+            if b is not None:
+                y = y + b.view(1, -1, 1, 1)
+        return y if batch == 1 else y.reshape(batch, self.out_channels, *y.shape[2:])
 
 
 NOISE_MODES = ("random", "const", "none")
@@ -253,6 +294,8 @@ class StyleConv(nn.Module):
                 ) -> torch.Tensor:
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        if use_fast_path(self.backend, x, self.activation, self.conv_clamp, gain, self.bias):
+            return self._forward_fused(x, style, noise_mode, gain)
         x = self.conv(x, style)
         if self.use_noise and noise_mode != "none":
             if noise_mode == "random":
@@ -268,6 +311,23 @@ class StyleConv(nn.Module):
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return apply_bias_act(x, self.bias, act=self.activation, gain=act_gain, clamp=act_clamp,
                               backend=self.backend)
+
+    def _forward_fused(self, x, style, noise_mode, gain):
+        """act((conv(x) + noise + b) * g) as act(conv(x) * g + b * g + noise * g)."""
+        alpha, g = activation_gain(self.activation, gain)
+        x = self.conv(x, style, gain=g, bias=self.bias * g, fused=True)
+        if self.use_noise and noise_mode != "none":
+            if noise_mode == "random":
+                noise = torch.randn([x.shape[0], 1, x.shape[2], x.shape[3]], device=x.device).to(x.dtype) \
+                    * self.noise_strength
+            else:
+                if tuple(x.shape[-2:]) != tuple(self.noise_const.shape):
+                    raise ValueError(f"noise_mode='const' needs a {tuple(self.noise_const.shape)} feature map, "
+                                     f"got {tuple(x.shape[-2:])}; use noise_mode='random' or 'none'")
+                noise = self.noise_const * self.noise_strength
+            noise = noise * g
+            x = x.add_(noise)
+        return activate_(x, self.activation, alpha)
 
 
 class ToRGB(nn.Module):
@@ -290,8 +350,12 @@ class ToRGB(nn.Module):
         self.conv_clamp = conv_clamp
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, skip: Optional[torch.Tensor] = None) -> torch.Tensor:
-        x = self.conv(x, style)
-        out = apply_bias_act(x, self.bias, clamp=self.conv_clamp, backend=self.backend)
+        if use_fast_path(self.backend, x, clamp=self.conv_clamp, bias=self.bias):
+            # The image path has 3 channels: back to NCHW, the layout of the reference's output.
+            out = self.conv(x, style, bias=self.bias, fused=True).contiguous()
+        else:
+            x = self.conv(x, style)
+            out = apply_bias_act(x, self.bias, clamp=self.conv_clamp, backend=self.backend)
         if skip is not None:
             if skip.shape != out.shape:
                 skip = upsample2d(skip, self.resample_filter)

@@ -30,7 +30,7 @@ def _attention_rows(cuda_ms=1.0, cuda_within=True, triton_ms=2.0):
     for dt in ("fp32", "bf16"):
         for cid in (f"a-{dt}-fwd", f"b-{dt}-fwdbwd"):
             rows += [_row(cid, dt, "reference", 10.0), _row(cid, dt, "triton", triton_ms),
-                     _row(cid, dt, "sdpa", 0.1),  # a faster peer that is not a backend: ignored
+                     _row(cid, dt, "flex", 0.1),  # a faster peer that is not a backend: ignored
                      _row(cid, dt, "cuda", cuda_ms, within=cuda_within if dt == "bf16" else True)]
     return rows
 

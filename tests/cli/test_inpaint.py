@@ -683,7 +683,7 @@ def test_cli_forced_triton_on_cpu_exits_2_without_traceback(tmp_path):
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("mat-inpaint: error: --backend triton: backend 'triton' cannot run ")
     assert "needs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1), got cpu" in last
-    assert "reference can run it" in last
+    assert "reference and sdpa can run it" in last
 
 
 # ----------------------------------------------------------------------------------------------

@@ -83,11 +83,13 @@ def test_forcing_the_backend_raises_with_every_reason():
 def test_auto_never_picks_cuda(op):
     # On CUDA tensors auto follows the recorded preferences, which do not list this backend yet.
     assert "cuda" not in backends.auto_order(op, _facts(op, CUDA))
-    assert backends.auto_order(op, _facts(op, CPU)) == ["reference"]
+    # On CPU tensors: the CPU preferences of this machine (sdpa or nothing), then the reference.
+    assert backends.auto_order(op, _facts(op, CPU)) == list(backends.CPU_ORDER.get(op, ())) + ["reference"]
 
 
-def test_auto_on_cpu_runs_the_reference():
+def test_auto_on_cpu_never_runs_cuda(monkeypatch):
     q = torch.randn(1, 8, 8, 8)
+    monkeypatch.setattr(backends, "CPU_ORDER", {})  # auto on CPU is then the reference alone
     out, new_mask = ops.window_attention(q, q, q, None, window_size=4, num_heads=2, backend="auto")
     ref, _ = mat_kernels.reference.window_attention(q, q, q, None, window_size=4, num_heads=2)
     assert new_mask is None and torch.equal(out, ref)

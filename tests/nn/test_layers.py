@@ -19,6 +19,7 @@ from mat_kernels.nn.layers import (Conv2dLayer, Conv2dLayerPartial, FullyConnect
                                    normalize_2nd_moment)
 from mat_kernels.nn.resample import conv2d_resample, downsample2d, setup_filter, upfirdn2d, upsample2d
 from mat_kernels.testing import assert_close, assert_mask_equal
+from mat_kernels.models import set_backend
 
 F64 = torch.float64
 
@@ -280,18 +281,28 @@ def test_style_conv_noise_modes():
     sc = StyleConv(4, 4, style_dim=6, resolution=8)
     with torch.no_grad():
         sc.noise_strength.fill_(0.5)
+        sc.bias.normal_()
     x, style = torch.randn(2, 4, 8, 8), torch.randn(2, 6)
+
+    def run(backend):
+        set_backend(sc, backend)
+        with torch.no_grad():
+            torch.manual_seed(11)
+            return (sc(x, style, noise_mode="none"), sc(x, style, noise_mode="const"),
+                    sc(x, style, noise_mode="random"))
+
+    none, const, rnd = run("reference")  # the official op sequence, bit for bit
     with torch.no_grad():
-        none = sc(x, style, noise_mode="none")
-        const = sc(x, style, noise_mode="const")
-        torch.manual_seed(11)
-        rnd = sc(x, style, noise_mode="random")
         torch.manual_seed(11)
         noise = torch.randn(2, 1, 8, 8) * 0.5
         conv = sc.conv(x, style)
     assert torch.equal(none, bias_act(conv, sc.bias, act="lrelu"))
     assert torch.equal(const, bias_act(conv + sc.noise_const * 0.5, sc.bias, act="lrelu"))
     assert torch.equal(rnd, bias_act(conv + noise, sc.bias, act="lrelu"))
+    # The CPU fast path of "auto" (mat_kernels/nn/fast_conv.py): the same, to fp32 rounding,
+    # with the same noise draws.
+    for got, exp in zip(run("auto"), (none, const, rnd)):
+        assert_close(got, exp, "layers", "fwd", torch.float32)
     with pytest.raises(ValueError, match="noise_mode"):
         sc(x, style, noise_mode="fixed")
     with pytest.raises(ValueError, match="const"):
@@ -329,3 +340,9 @@ def test_fully_connected_backend_attribute_defaults_to_auto():
     x = torch.randn(2, 3)
     w, b = fc.effective_weight_bias()
     assert torch.equal(fc(x), bias_act(x.matmul(w.t()), b, dim=1, act="lrelu"))
+    tokens = torch.randn(2, 5, 3)  # token maps take the CPU fast path (fast_conv.py) under "auto"
+    expected = bias_act(tokens.matmul(w.t()), b, dim=2, act="lrelu")
+    with torch.no_grad():
+        assert_close(fc(tokens), expected, "layers", "fwd", torch.float32)
+        fc.backend = "reference"
+        assert torch.equal(fc(tokens), expected)
