@@ -42,12 +42,15 @@ resolution R (256 or 512; the official script crashes otherwise).
       whatever the photo's size. Each hole pixel is filled once, by its region's window; holes of
       regions not yet done are holes to the network too.
 
-CPU: the default (fp32 weights, eager, backend auto = the reference ops) is the fastest path
-measured here whose error is within the fp32 tolerance. --dtype bf16 is faster where the CPU has
-bf16 instructions (AVX-512 BF16 / AMX: 3.4 s instead of 6.0 s per 512x512 image on 2 cores of a
-Xeon with AMX, torch 2.13) at about 2% relative error (1.8% there), outside the fp32 tolerance;
-on CPUs without them it can be slower. --compile pays a compile of many minutes per image size
-on a small CPU before the first image; it pays off only for many images of one size.
+CPU: the default (fp32 weights, eager, backend auto) is the fastest path measured here whose
+error is within the fp32 tolerance. On a CPU with AVX2/AVX-512 kernels, auto runs window attention
+on sdpa and the convolutions on the inference fast path: 2.9 s per 512x512 image against 5.4 s for
+the official code and 5.2 s for --backend reference (relative L2 3.5e-6 from the official output;
+2 cores of a Xeon with AVX-512 and AMX, torch 2.13; benchmarks/results/cpu-official-side-by-side-512.json).
+--dtype bf16 is faster where the CPU has bf16 instructions (AVX-512 BF16 / AMX: 1.1 s there) at
+2% to 6% relative error (two measurements on different inputs), outside the fp32 tolerance; on CPUs without them it can be slower.
+--compile saved another 10% there (2.4 s per image) after a 140 s compile per image size: it pays
+off only for many images of one size.
 """
 from __future__ import annotations
 
@@ -127,14 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"context around each hole region with --fit crop (default {CROP_MARGIN}, IOPaint's)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--backend", default="auto",
-                   help="kernel backend for attention / mask updates: auto, reference, triton, cuda")
+                   help="kernel backend for attention / mask updates: auto, reference, sdpa, triton, cuda")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
                    help="weights and activations: fp32 (default: on CPU the fastest path within the "
-                        "fp32 tolerance), bf16 (on CPUs with AVX-512 BF16/AMX about 1.8x faster at "
-                        "about 2%% relative error) or fp16 (for CUDA; slow on CPU)")
+                        "fp32 tolerance), bf16 (on CPUs with AVX-512 BF16/AMX about 2.5x faster at "
+                        "2-6%% relative error) or fp16 (for CUDA; slow on CPU)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the generator (inductor); the first image of each size compiles "
-                        "(many minutes on a small CPU), so it pays off only for many images of one size")
+                        "(about 2 minutes at 512 on 2 CPU cores), so it pays off only for many images of one size")
     p.add_argument("--save-masks", action="store_true",
                    help="also write generated random masks to <out>/masks/<name>.png")
     p.add_argument("-q", "--quiet", action="store_true",
