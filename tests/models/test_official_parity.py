@@ -34,7 +34,7 @@ import pytest
 import torch
 
 from mat_kernels.models import Discriminator, Generator
-from mat_kernels.testing import assert_close
+from mat_kernels.testing import assert_close, assert_relative_l2
 
 from ._parity import G_RUNS, SUBSAMPLE, discriminator_inputs, parity_batch, parity_state_dict
 
@@ -167,8 +167,10 @@ def test_mapping_train_mode_matches_official(G, recorded):
 
 
 def test_generator_forward_backward_deterministic(G, D, inputs):
-    """Forward with autograd equals the recorded-seed no-grad run bit for bit (same seed, const
-    noise), and gradients reach every parameter of G and D, finite."""
+    """Forward with autograd gives the recorded-seed no-grad run (same seed, const noise), and
+    gradients reach every parameter of G and D, finite. On CPU the no-grad run of backend auto
+    takes the inference fast path and the autograd run the official op sequence: the same function,
+    so they agree within the fast path's bound; on the reference backend they agree bit for bit."""
     image, mask, z = inputs
     (expected, expected_stg1), _ = run_g(G, "b1_psi1_const")
     G.requires_grad_(True)
@@ -177,7 +179,18 @@ def test_generator_forward_backward_deterministic(G, D, inputs):
     D.zero_grad(set_to_none=True)
     torch.manual_seed(RUNS["b1_psi1_const"][-1])
     out, out_stg1 = G(image, mask, z, None, noise_mode="const", return_stg1=True)
-    assert torch.equal(out, expected) and torch.equal(out_stg1, expected_stg1)
+    assert_relative_l2(out, expected, "fast_path", "fwd", torch.float32, "image")
+    assert_relative_l2(out_stg1, expected_stg1, "fast_path", "fwd", torch.float32, "stage-1 image")
+    G.set_backend("reference")
+    try:
+        with torch.no_grad():
+            torch.manual_seed(RUNS["b1_psi1_const"][-1])
+            ref_no_grad = G(image, mask, z, None, noise_mode="const", return_stg1=True)
+        torch.manual_seed(RUNS["b1_psi1_const"][-1])
+        ref_grad = G(image, mask, z, None, noise_mode="const", return_stg1=True)
+        assert all(torch.equal(a, b) for a, b in zip(ref_grad, ref_no_grad))
+    finally:
+        G.set_backend("auto")
     logit, logit_stg1 = D(out, mask, out_stg1, None)
     (logit.sum() + logit_stg1.sum()).backward()
     for net_name, net in (("G", G), ("D", D)):
