@@ -297,15 +297,8 @@ class StyleConv(nn.Module):
         if use_fast_path(self.backend, x, self.activation, self.conv_clamp, gain, self.bias):
             return self._forward_fused(x, style, noise_mode, gain)
         x = self.conv(x, style)
-        if self.use_noise and noise_mode != "none":
-            if noise_mode == "random":
-                # drawn in fp32 whatever x's dtype (same noise in every precision), after x is computed
-                noise = normal_noise(x, (x.shape[0], 1, x.shape[2], x.shape[3])) * self.noise_strength
-            else:
-                if tuple(x.shape[-2:]) != tuple(self.noise_const.shape):
-                    raise ValueError(f"noise_mode='const' needs a {tuple(self.noise_const.shape)} feature map, "
-                                     f"got {tuple(x.shape[-2:])}; use noise_mode='random' or 'none'")
-                noise = self.noise_const * self.noise_strength
+        noise = self._noise(x, noise_mode)
+        if noise is not None:
             x = x + noise
         act_gain = self.act_gain * gain
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
@@ -316,18 +309,23 @@ class StyleConv(nn.Module):
         """act((conv(x) + noise + b) * g) as act(conv(x) * g + b * g + noise * g)."""
         alpha, g = activation_gain(self.activation, gain)
         x = self.conv(x, style, gain=g, bias=self.bias * g, fused=True)
-        if self.use_noise and noise_mode != "none":
-            if noise_mode == "random":
-                noise = torch.randn([x.shape[0], 1, x.shape[2], x.shape[3]], device=x.device).to(x.dtype) \
-                    * self.noise_strength
-            else:
-                if tuple(x.shape[-2:]) != tuple(self.noise_const.shape):
-                    raise ValueError(f"noise_mode='const' needs a {tuple(self.noise_const.shape)} feature map, "
-                                     f"got {tuple(x.shape[-2:])}; use noise_mode='random' or 'none'")
-                noise = self.noise_const * self.noise_strength
-            noise = noise * g
-            x = x.add_(noise)
+        noise = self._noise(x, noise_mode)
+        if noise is not None:
+            x = x.add_(noise * g)
         return activate_(x, self.activation, alpha)
+
+    def _noise(self, x, noise_mode):
+        """The noise added to conv output ``x`` (None without noise), the same in both paths."""
+        if not self.use_noise or noise_mode == "none":
+            return None
+        if noise_mode == "random":
+            # drawn in fp32 whatever x's dtype (same noise in every precision), after x is computed,
+            # through the seeded draw so that compiled and eager runs draw the same noise
+            return normal_noise(x, (x.shape[0], 1, x.shape[2], x.shape[3])) * self.noise_strength
+        if tuple(x.shape[-2:]) != tuple(self.noise_const.shape):
+            raise ValueError(f"noise_mode='const' needs a {tuple(self.noise_const.shape)} feature map, "
+                             f"got {tuple(x.shape[-2:])}; use noise_mode='random' or 'none'")
+        return self.noise_const * self.noise_strength
 
 
 class ToRGB(nn.Module):
