@@ -10,7 +10,7 @@ import operator
 
 import torch
 
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+from .contract import FLOAT_DTYPES
 
 
 def _is_bool(value) -> bool:

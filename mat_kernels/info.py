@@ -88,7 +88,7 @@ def _device_info(device: torch.device) -> dict:
 
 
 def _extension() -> dict:
-    from .backends import cuda as cuda_backend
+    from . import cuda as cuda_backend
     from .cuda import library
     return {"built": library.LOAD_ERROR is None, "reason": library.LOAD_ERROR,
             "gpu_verified": bool(cuda_backend.GPU_VERIFIED)}

@@ -2,8 +2,8 @@
 autocast dtype of q/k/v, activation defaults), chooses a backend (:mod:`mat_kernels.backends`)
 and calls that backend's entry point.
 
-``backend="auto"`` runs the fused kernels on CUDA tensors and the reference on other devices;
-"reference", "triton" and "cuda" force one (and raise, listing every reason, when it cannot run).
+``backend="auto"`` takes the order of :func:`mat_kernels.backends.auto_order`; a backend's name
+forces it (and raises, listing every reason, when it cannot run).
 """
 from __future__ import annotations
 
@@ -52,8 +52,11 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Op
     scale = head_dim ** -0.5 if scale is None else float(scale)
     facts: backends.Facts = dict(device=q.device, dtype=q.dtype, head_dim=head_dim, window_size=window_size,
                            mask_dtype=None if mask is None else mask.dtype)
-    fn = backends.choose("window_attention", backend, facts)
-    return fn(q, k, v, mask, window_size, shift_size, num_heads, scale)
+    result = backends.choose("window_attention", backend, facts)(q, k, v, mask, window_size, shift_size,
+                                                                 num_heads, scale)
+    # An entry returns (out, ..., new_mask): fused ops put their saved lse between, and give an
+    # empty new mask when there is no mask (custom ops cannot return None).
+    return result[0], (result[-1] if mask is not None else None)
 
 
 def window_mask_update(mask: torch.Tensor, *, window_size: int, shift_size: int = 0,

@@ -72,57 +72,6 @@ def test_window_attention_bad_input(entry, case):
         _call(ATTENTION_FNS[entry], _good(**over))
 
 
-def test_unknown_backend_named():
-    with pytest.raises(ValueError, match="backend must be one of"):
-        _call(mat_kernels.window_attention, dict(_good(), backend="fast"))
-
-
-def test_backend_load_and_set_backend_name_a_bad_backend():
-    from mat_kernels import backends
-    from mat_kernels.models import set_backend
-    with pytest.raises(ValueError, match="backend must be one of .*'fast'"):
-        backends.load("fast")
-    with pytest.raises(ValueError, match="backend must be one of .*'fast'"):
-        set_backend(torch.nn.Linear(2, 2), "fast")
-
-
-def test_forced_backend_that_cannot_run_lists_reasons():
-    # The CUDA extension is absent on CPU machines: the error lists why.
-    with pytest.raises(RuntimeError, match="no backend can run window_attention.*cuda"):
-        _call(mat_kernels.window_attention, dict(_good(), backend="cuda"))
-
-
-def test_forced_backend_error_also_says_which_backends_could_run():
-    # As the README says: the forced backend's reasons, then every other backend's status.
-    from mat_kernels import backends
-    with pytest.raises(backends.NoBackendError) as err:
-        mat_kernels.partial_conv_mask_update(torch.ones(1, 1, 8, 8), kernel_size=3, backend="cuda")
-    msg = str(err.value)
-    assert "  cuda: " in msg and "needs CUDA tensors, got cpu" in msg
-    assert "other backends (not tried with backend='cuda'):" in msg
-    assert "  reference: can run this call" in msg and "  triton: " in msg
-    assert err.value.reasons.keys() == {"cuda"} and err.value.others["reference"] == []
-    assert set(err.value.others) == {"reference", "sdpa", "triton"} and err.value.others["sdpa"] == []
-    one = err.value.summary()
-    assert "\n" not in one and one.startswith("backend 'cuda' cannot run partial_conv_mask_update here")
-    assert "reference" in one and ("triton" in one) == (err.value.others["triton"] == [])
-    with pytest.raises(RuntimeError):  # still a RuntimeError for existing callers
-        mat_kernels.bias_act(torch.randn(2, 3), torch.randn(3), backend="cuda")
-
-
-def test_forced_sdpa_that_cannot_run_gives_its_reasons():
-    from mat_kernels import backends
-    q = torch.randn(1, 8, 8, 4, dtype=torch.float64)
-    with pytest.raises(backends.NoBackendError) as err:
-        mat_kernels.window_attention(q, q, q, window_size=4, num_heads=2, backend="sdpa")
-    assert err.value.reasons == {"sdpa": ["dtype must be one of (torch.float16, torch.bfloat16, torch.float32), "
-                                          "got torch.float64"]}
-    assert err.value.others["reference"] == []
-    assert "  sdpa: dtype must be one of" in str(err.value)
-    facts = dict(device=torch.device("meta"), dtype=torch.float32, head_dim=2, window_size=4, mask_dtype=None)
-    assert backends.not_supported_reasons("sdpa", "window_attention", facts) == ["needs CPU or CUDA tensors, got meta"]
-
-
 @pytest.mark.parametrize("fn", [reference.window_mask_update, mat_kernels.window_mask_update])
 def test_window_mask_update_bad_input(fn):
     with pytest.raises(ValueError, match="mask must be a"):

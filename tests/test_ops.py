@@ -1,7 +1,8 @@
-"""Every public op on every backend that can run here, against the reference, over one case list
-(mat_kernels.testing). On a CPU machine that is the reference and sdpa backends and, under
-TRITON_INTERPRET=1, the Triton kernels in the interpreter; on a GPU the Triton and CUDA kernels
-in every dtype. A backend that cannot run is skipped with its reasons."""
+"""Every public op on every backend, against the reference, over one case list (mat_kernels.testing).
+On a CPU machine: the reference and sdpa backends, the Triton kernels in the interpreter
+(TRITON_INTERPRET=1) and the CUDA kernels built as host C++ (tests/backends/running.py), in fp32;
+on a GPU the Triton and CUDA kernels in every dtype. A case outside a backend's limits is skipped
+with its reasons."""
 from __future__ import annotations
 
 import itertools
@@ -12,12 +13,17 @@ import torch
 from mat_kernels import backends
 from mat_kernels.testing import (ATTENTION_CASES, MASK_PATTERNS, check_bias_act, check_partial_conv_mask_update,
                                  check_window_attention, check_window_mask_update, make_mask)
+from tests.backends.running import DEVICE, use_backend
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 # The interpreter costs milliseconds per program instance: on CPU, fp32 only (the Triton tests
 # add fp16/bf16 cases); on a GPU every dtype.
 DTYPES = (torch.float32, torch.float16, torch.bfloat16) if DEVICE.type == "cuda" else (torch.float32,)
-BACKENDS = tuple(backends.BACKENDS)
+
+
+@pytest.fixture(scope="module", params=tuple(backends.BACKENDS))
+def backend(request):
+    with use_backend(request.param, request):
+        yield request.param
 
 
 def _require(backend: str, op: str, facts: dict) -> None:
@@ -26,10 +32,9 @@ def _require(backend: str, op: str, facts: dict) -> None:
         pytest.skip(f"{backend} cannot run {op} here: {'; '.join(why)}")
 
 
-@pytest.mark.filterwarnings("ignore::mat_kernels.backends.cuda.UnverifiedBackendWarning")
+@pytest.mark.filterwarnings("ignore::mat_kernels.cuda.UnverifiedBackendWarning")
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("case", ATTENTION_CASES, ids=["-".join(map(str, c)) for c in ATTENTION_CASES])
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_window_attention(backend, case, dtype):
     B, H, W, heads, head_dim, ws, shift, pattern = case
     _require(backend, "window_attention", dict(device=DEVICE, dtype=dtype, head_dim=head_dim, window_size=ws,
@@ -47,9 +52,8 @@ FIXED_ATTENTION_CASES = [
 ]
 
 
-@pytest.mark.filterwarnings("ignore::mat_kernels.backends.cuda.UnverifiedBackendWarning")
+@pytest.mark.filterwarnings("ignore::mat_kernels.cuda.UnverifiedBackendWarning")
 @pytest.mark.parametrize("case", FIXED_ATTENTION_CASES, ids=["-".join(map(str, c)) for c in FIXED_ATTENTION_CASES])
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_window_attention_fixed_cases(backend, case):
     B, H, W, heads, head_dim, ws, shift, pattern, dtype, scale = case
     _require(backend, "window_attention", dict(device=DEVICE, dtype=dtype, head_dim=head_dim, window_size=ws,
@@ -76,10 +80,9 @@ def test_attention_cases_are_a_pairwise_cover():
 MASK_DTYPES = (torch.bool, torch.float32, torch.float16)
 
 
-@pytest.mark.filterwarnings("ignore::mat_kernels.backends.cuda.UnverifiedBackendWarning")
+@pytest.mark.filterwarnings("ignore::mat_kernels.cuda.UnverifiedBackendWarning")
 @pytest.mark.parametrize("dtype", MASK_DTYPES, ids=str)
 @pytest.mark.parametrize("ws,shift,three_d", [(8, 0, False), (8, 4, True), (16, 8, False), (4, 1, False)])
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_window_mask_update(backend, ws, shift, three_d, dtype):
     _require(backend, "window_mask_update", dict(device=DEVICE, dtype=dtype, window_size=ws))
     m = make_mask("random", 2, 16, 32, ws, generator=torch.Generator().manual_seed(2), dtype=torch.float32)
@@ -88,10 +91,9 @@ def test_window_mask_update(backend, ws, shift, three_d, dtype):
     check_window_mask_update(backend, (m[..., 0] if three_d else m).to(DEVICE), ws, shift)
 
 
-@pytest.mark.filterwarnings("ignore::mat_kernels.backends.cuda.UnverifiedBackendWarning")
+@pytest.mark.filterwarnings("ignore::mat_kernels.cuda.UnverifiedBackendWarning")
 @pytest.mark.parametrize("dtype", MASK_DTYPES, ids=str)
 @pytest.mark.parametrize("kernel_size,stride", [(3, 1), (3, 2), (5, 1), (1, 1)])
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_partial_conv_mask_update(backend, kernel_size, stride, dtype):
     _require(backend, "partial_conv_mask_update", dict(device=DEVICE, dtype=dtype, kernel_size=kernel_size,
                                                        stride=stride))
@@ -105,7 +107,6 @@ def test_partial_conv_mask_update(backend, kernel_size, stride, dtype):
 @pytest.mark.parametrize("act,has_bias,dim,kw", [("lrelu", True, 1, {}), ("linear", True, 3, {}),
                                                  ("relu", False, 1, {"clamp": 0.5}),
                                                  ("lrelu", True, 1, {"alpha": 0.1, "gain": 1.0})])
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_bias_act(backend, act, has_bias, dim, kw, dtype):
     x = torch.randn(2, 5, 6, 7, generator=torch.Generator().manual_seed(4)).to(DEVICE, dtype)
     b = torch.randn(x.shape[dim], generator=torch.Generator().manual_seed(5)).to(DEVICE, dtype) if has_bias else None
@@ -115,14 +116,14 @@ def test_bias_act(backend, act, has_bias, dim, kw, dtype):
 
 def test_checker_fails_on_a_wrong_backend(monkeypatch):
     """The shared checker is not vacuous: a backend returning a perturbed output fails it."""
-    from mat_kernels.backends import reference as ref_backend
-    true_fn = ref_backend.window_attention
+    from mat_kernels import reference as ref_backend
+    true_fn = ref_backend.ENTRY_POINTS["window_attention"]
 
     def off_by_a_bit(q, k, v, mask, *args):
         out, nm = true_fn(q, k, v, mask, *args)
         return out * 1.001, nm
 
-    monkeypatch.setattr(ref_backend, "window_attention", off_by_a_bit)
+    monkeypatch.setitem(ref_backend.ENTRY_POINTS, "window_attention", off_by_a_bit)
     with pytest.raises(AssertionError, match="out"):
         check_window_attention("reference", 1, 16, 16, 2, 30, 8, 4, None)
 

@@ -1,5 +1,5 @@
 """Randomized property tests of every public op (mat_kernels/ops.py) on every backend against the
-reference, through the shared checkers of mat_kernels.testing (issue #16).
+reference, through the shared checkers of mat_kernels.testing.
 
 Hypothesis draws the cases: windows 1..16 (odd ones included), shifts (0, half, any), grids of
 1..3 windows per side (non-square too), heads 1..4, head_dim 1..128 (half the draws <= 16),
@@ -7,22 +7,20 @@ batch, dtypes, mask patterns, values (bool, {0,1} and fractional floats in every
 mask formats ((B, H, W, 1) / (B, H, W)), contiguous and strided masks, q/k/v layouts (contiguous,
 chunks of one fused qkv tensor, permuted, sliced) and incoming gradients (random, zeros, sparse,
 strided). Backends: "reference" (against itself in a wider dtype), "sdpa" (PyTorch's fused
-attention, CPU or CUDA), "triton" (the interpreter on CPU), "cuda" (on CPU: the kernels built as host C++ and called through the backend's own
-dispatch and autograd, tests/cuda/_emulation.py; on a GPU: the extension).
+attention, CPU or CUDA), "triton" (the interpreter on CPU), "cuda" (on CPU the kernels built as
+host C++, tests/backends/running.py; on a GPU the extension).
 
 Budgets. CI: ``derandomize=True`` (the same examples every run), the example counts of
 ``CI_EXAMPLES``. ``MAT_KERNELS_EXTENDED_TESTS=1`` also runs the ``*_extended`` twins with random
 seeds and ``EXTENDED_FACTOR`` times as many examples (a failure prints the seed to reproduce it).
 Drawn sizes are bounded so that one Triton-interpreter example costs well under a second.
 
-Every failing example found is a fixed case in ``REGRESSIONS`` below. Findings of issue #16 that
-other branches are fixing are listed in ``KNOWN_ISSUE_16_FINDINGS``: the strategies stay out of
-their regions while a name is in that set, and their regression cases are strict xfails.
-Remove a name (and the xfail) when its fix lands.
+Every failing example found is a fixed case in ``REGRESSIONS`` below. While a finding is open
+(its name in ``OPEN_FINDINGS``), the strategies stay out of its region and its regression case is
+a strict xfail; every finding so far is fixed, so the set is empty and every region is drawn.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from typing import Optional
 
@@ -36,16 +34,12 @@ from mat_kernels import backends
 from mat_kernels.reference.bias_act import ACTIVATIONS
 from mat_kernels.testing import (GRAD_KINDS, QKV_LAYOUTS, check_bias_act, check_partial_conv_mask_update,
                                  check_window_attention, check_window_mask_update)
+from tests.backends.running import use_backend
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-# Open findings: while a name is in one of these sets, the strategies avoid its region (see the
-# uses of each name) and its regression case is marked ``known(...)``, a strict xfail. Every
-# finding of issue #16 and the two this suite found (fp64-mask-rule-in-fp32,
-# bias-act-clamp-rounding) are fixed, so both are empty and every region is drawn.
-KNOWN_ISSUE_16_FINDINGS: set = set()
-NEW_FINDINGS: set = set()
-OPEN_FINDINGS = KNOWN_ISSUE_16_FINDINGS | NEW_FINDINGS
+# Names of open findings (see the module docstring and the uses of OPEN_FINDINGS).
+OPEN_FINDINGS: set = set()
 
 
 # ---- budgets -------------------------------------------------------------------------------
@@ -67,22 +61,6 @@ def extended_budget(op: str):
 
 
 # ---- backends ------------------------------------------------------------------------------
-@contextlib.contextmanager
-def use_backend(name: str, request):
-    """Run ``name`` here: "cuda" on a CPU machine runs the emulated kernels; a backend that cannot
-    run at all (no Triton, no compiler for the emulation) is skipped with its reasons."""
-    if name == "cuda" and DEVICE.type == "cpu":
-        from tests.cuda._emulation import emulated_cuda_backend
-        with emulated_cuda_backend(request.getfixturevalue("cuda_emulation")):
-            yield
-        return
-    facts = dict(device=DEVICE, dtype=torch.float32, head_dim=16, window_size=4, mask_dtype=None)
-    why = backends.not_supported_reasons(name, "window_attention", facts)
-    if why:
-        pytest.skip(f"{name} cannot run here: {'; '.join(why)}")
-    yield
-
-
 @pytest.fixture(scope="module", params=tuple(backends.BACKENDS))
 def backend(request):
     with use_backend(request.param, request):
@@ -265,7 +243,7 @@ def run_attention(backend: str, c: AttentionCase) -> None:
                            layout=c.layout, grad=c.grad)
 
 
-@pytest.mark.filterwarnings("ignore::mat_kernels.backends.cuda.UnverifiedBackendWarning")
+@pytest.mark.filterwarnings("ignore::mat_kernels.cuda.UnverifiedBackendWarning")
 @ci_budget("window_attention")
 @given(data=st.data())
 def test_window_attention(backend, data):
@@ -273,7 +251,7 @@ def test_window_attention(backend, data):
 
 
 @pytest.mark.extended
-@pytest.mark.filterwarnings("ignore::mat_kernels.backends.cuda.UnverifiedBackendWarning")
+@pytest.mark.filterwarnings("ignore::mat_kernels.cuda.UnverifiedBackendWarning")
 @extended_budget("window_attention")
 @given(data=st.data())
 def test_window_attention_extended(backend, data):
@@ -308,7 +286,7 @@ def run_window_mask_update(backend: str, c: WindowMaskCase) -> None:
     check_window_mask_update(backend, c.mask.build(c.B, c.H, c.W, c.window), i(c.window), i(c.shift))
 
 
-@pytest.mark.filterwarnings("ignore::mat_kernels.backends.cuda.UnverifiedBackendWarning")
+@pytest.mark.filterwarnings("ignore::mat_kernels.cuda.UnverifiedBackendWarning")
 @ci_budget("window_mask_update")
 @given(data=st.data())
 def test_window_mask_update(backend, data):
@@ -316,7 +294,7 @@ def test_window_mask_update(backend, data):
 
 
 @pytest.mark.extended
-@pytest.mark.filterwarnings("ignore::mat_kernels.backends.cuda.UnverifiedBackendWarning")
+@pytest.mark.filterwarnings("ignore::mat_kernels.cuda.UnverifiedBackendWarning")
 @extended_budget("window_mask_update")
 @given(data=st.data())
 def test_window_mask_update_extended(backend, data):
@@ -355,7 +333,7 @@ def run_partial_conv_mask_update(backend: str, c: PartialConvCase) -> None:
     check_partial_conv_mask_update(backend, c.build(), i(c.kernel_size), i(c.stride))
 
 
-@pytest.mark.filterwarnings("ignore::mat_kernels.backends.cuda.UnverifiedBackendWarning")
+@pytest.mark.filterwarnings("ignore::mat_kernels.cuda.UnverifiedBackendWarning")
 @ci_budget("partial_conv_mask_update")
 @given(data=st.data())
 def test_partial_conv_mask_update(backend, data):
@@ -363,7 +341,7 @@ def test_partial_conv_mask_update(backend, data):
 
 
 @pytest.mark.extended
-@pytest.mark.filterwarnings("ignore::mat_kernels.backends.cuda.UnverifiedBackendWarning")
+@pytest.mark.filterwarnings("ignore::mat_kernels.cuda.UnverifiedBackendWarning")
 @extended_budget("partial_conv_mask_update")
 @given(data=st.data())
 def test_partial_conv_mask_update_extended(backend, data):
@@ -451,8 +429,7 @@ def known(finding: str, reason: str, raises=AssertionError):
     """Marks of a regression case of an open finding: a strict xfail that expects the failure seen
     (another exception, e.g. a new input error, fails the test)."""
     assert finding in OPEN_FINDINGS, finding
-    where = "new finding of the property suite" if finding in NEW_FINDINGS else "issue #16 finding"
-    return pytest.mark.xfail(strict=True, raises=raises, reason=f"{where} {finding}: {reason}")
+    return pytest.mark.xfail(strict=True, raises=raises, reason=f"open finding {finding}: {reason}")
 
 
 def _mask(values="binary", dtype=torch.float32, pattern="random", seed=3):
@@ -525,7 +502,7 @@ REGRESSIONS = _EMPTY + [
 ]
 
 
-@pytest.mark.filterwarnings("ignore::mat_kernels.backends.cuda.UnverifiedBackendWarning")
+@pytest.mark.filterwarnings("ignore::mat_kernels.cuda.UnverifiedBackendWarning")
 @pytest.mark.parametrize("name,case", REGRESSIONS)
 def test_regression(name, case, request):
     with use_backend(name, request):
@@ -535,8 +512,8 @@ def test_regression(name, case, request):
 @pytest.mark.parametrize("op", ["window_attention", "window_mask_update", "bias_act"])
 def test_a_wrong_backend_fails_the_properties(op, monkeypatch):
     """The property runners are not vacuous: a reference backend that is off by a little fails."""
-    from mat_kernels.backends import reference as ref_backend
-    true_fn = getattr(ref_backend, op)
+    from mat_kernels import reference as ref_backend
+    true_fn = ref_backend.ENTRY_POINTS[op]
 
     def wrong(*args):
         got = true_fn(*args)
@@ -544,7 +521,7 @@ def test_a_wrong_backend_fails_the_properties(op, monkeypatch):
             return got[0] * 1.001, got[1]
         return got * 1.001 if op == "bias_act" else ~got if got.dtype == torch.bool else 1 - got
 
-    monkeypatch.setattr(ref_backend, op, wrong)
+    monkeypatch.setitem(ref_backend.ENTRY_POINTS, op, wrong)
     case = {"window_attention": _attention(mask=_mask()), "window_mask_update": WindowMaskCase(1, 8, 8, 4, 2, _mask()),
             "bias_act": BiasActCase((2, 3), 1, "lrelu", True, None, None, None, torch.float32, "contiguous", "random",
                                     0)}[op]

@@ -14,7 +14,7 @@ from mat_kernels.testing import assert_close, assert_mask_equal, check_window_at
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 BACKENDS = tuple(backends.BACKENDS)
-pytestmark = pytest.mark.filterwarnings("ignore::mat_kernels.backends.cuda.UnverifiedBackendWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::mat_kernels.cuda.UnverifiedBackendWarning")
 
 # Small geometry: 8x8 grid, window 4, shift 2 (4 shifted windows of 16 tokens), 2 heads of 8.
 B, H, W, WS, SHIFT, HEADS, HEAD_DIM = 1, 8, 8, 4, 2, 2, 8

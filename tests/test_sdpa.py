@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from mat_kernels import backends, reference
-from mat_kernels.backends import preferences
 from mat_kernels.reference.attention import key_validity_bias
 from mat_kernels.sdpa import window_bias
 from mat_kernels.testing import assert_relative_l2, check_window_attention, make_mask
@@ -58,51 +57,8 @@ def test_compiled_swin_block_on_sdpa_matches_eager():
     assert torch.equal(c_mask, new_mask)
 
 
-def _chosen(facts):
-    return backends.choose("window_attention", "auto", facts)
-
-
-def _facts(device="cpu", dtype=torch.float32):
-    return dict(device=torch.device(device), dtype=dtype, head_dim=30, window_size=8, mask_dtype=torch.float32)
-
-
-def test_auto_on_cpu_follows_the_cpu_preferences(monkeypatch):
-    from mat_kernels.backends import reference as ref_backend, sdpa as sdpa_backend
-    assert backends.CPU_ORDER == preferences.cpu_order(preferences.this_cpu())
-    monkeypatch.setattr(backends, "CPU_ORDER", {"window_attention": ("sdpa",)})
-    assert _chosen(_facts()) is sdpa_backend.window_attention
-    assert _chosen(_facts(dtype=torch.float64)) is ref_backend.window_attention  # sdpa cannot: next one
-    monkeypatch.setattr(backends, "CPU_ORDER", {})
-    assert _chosen(_facts()) is ref_backend.window_attention
-
-
-def test_cpu_order_reads_the_measured_entry_or_the_unmeasured_default(monkeypatch):
-    monkeypatch.setattr(preferences, "CPU_PREFERENCES", {("Some CPU", "AVX2"): {"window_attention": ()}})
-    assert preferences.cpu_order(("Some CPU", "AVX2")) == {"window_attention": ()}
-    assert preferences.cpu_order(("Another CPU", "AVX2")) == dict(preferences.UNMEASURED_CPU["AVX2"])
-    assert preferences.cpu_order(("Another CPU", "AVX512")) == {"window_attention": ("sdpa",)}
-    assert preferences.cpu_order(("Another CPU", "DEFAULT")) == {}  # unvectorised: the reference
-
-
-def test_every_recorded_cpu_preference_names_a_backend_and_its_measurement():
-    for cpu, order in preferences.CPU_PREFERENCES.items():
-        assert cpu in preferences.CPU_MEASUREMENTS, cpu
-        for op, names in order.items():
-            assert op in backends.OPS and set(names) <= set(backends.BACKENDS), (cpu, op, names)
-    for capability, order in preferences.UNMEASURED_CPU.items():
-        for op, names in order.items():
-            assert op in backends.OPS and set(names) <= set(backends.BACKENDS), (capability, op)
-
-
-def test_auto_on_cuda_falls_back_to_sdpa_before_the_reference():
-    order = backends.auto_order("window_attention", _facts("cuda"))
-    assert order == list(preferences.PREFERENCES["window_attention"]) + ["sdpa", "reference"]
-    assert "sdpa" not in backends.auto_order("bias_act", _facts("cuda"))
-    assert backends.auto_order("window_attention", _facts("meta")) == ["reference"]
-
-
 def test_sdpa_mask_rules_and_bias_act_are_the_reference_functions():
     """The sdpa backend has no SDPA form of these: they are the reference's own (tested there)."""
-    from mat_kernels.backends import reference as ref_backend, sdpa as sdpa_backend
+    from mat_kernels import reference as ref_backend, sdpa as sdpa_backend
     for op in ("window_mask_update", "partial_conv_mask_update", "bias_act"):
-        assert getattr(sdpa_backend, op) is getattr(ref_backend, op), op
+        assert sdpa_backend.ENTRY_POINTS[op] is ref_backend.ENTRY_POINTS[op], op

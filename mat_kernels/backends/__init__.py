@@ -1,19 +1,18 @@
 """Backend registry: which implementations of the public ops exist, why one cannot run, and which
 ``backend="auto"`` picks.
 
-Each backend is one module of this package (``reference.py``, ``sdpa.py``, ``triton.py``, ``cuda.py``) with:
+``BACKENDS`` maps each name to the package that is the backend (:mod:`mat_kernels.reference`,
+:mod:`mat_kernels.sdpa`, :mod:`mat_kernels.triton`, :mod:`mat_kernels.cuda`). What a backend
+package exposes (``not_supported_reasons`` and ``ENTRY_POINTS``), the facts a call is judged by
+and the limits type are stated in :mod:`mat_kernels.contract`, below every backend. A backend
+that fails to import (no Triton, no compiled extension) is one unavailable backend, with the
+import error as its reason, and nothing else; every reason is reported when nothing fits
+(``MAT_KERNELS_LOG=debug`` logs each choice).
 
-* ``not_supported_reasons(op, facts) -> list[str]``: empty when it can run ``op`` for ``facts``;
-* one entry point per op it implements, named like the op, taking arguments that
-  :mod:`mat_kernels.ops` has already validated and completed (default scale, autocast dtype).
-
-``facts`` (:class:`Facts`) describe a call in the terms the limits are stated in. A backend that
-fails to import (no Triton, no compiled extension) is one unavailable backend, with the import
-error as its reason, and nothing else; every reason is reported when nothing fits (``MAT_KERNELS_LOG=debug`` logs each choice).
-
-Adding a backend: a module here with the two pieces above, its name in ``BACKENDS``, and (once
-measured) a place in ``preferences.PREFERENCES`` (CUDA) or ``preferences.CPU_PREFERENCES``. Adding an op: its public function in
-``ops.py`` and an entry point in each backend that implements it.
+Adding a backend: its package, and its name here in ``BACKENDS``; once measured faster, a place
+in ``preferences.PREFERENCES`` (CUDA) or ``preferences.CPU_PREFERENCES``. Adding an op: its
+arguments in ``contract.SIGNATURES``, its public function in ``ops.py``, and an entry in the
+``ENTRY_POINTS`` of each backend that implements it.
 """
 from __future__ import annotations
 
@@ -22,10 +21,11 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple, TypedDict
+from typing import Callable, Dict, List, Tuple
 
 import torch
 
+from ..contract import FUSED_ATTENTION_LIMITS, OPS, AttentionLimits, Facts  # noqa: F401  (re-exported)
 from .preferences import PREFERENCES, cpu_order
 
 log = logging.getLogger("mat_kernels")
@@ -33,56 +33,14 @@ if os.environ.get("MAT_KERNELS_LOG", "").lower() == "debug":
     logging.basicConfig()
     log.setLevel(logging.DEBUG)
 
-# The public ops every backend is asked about.
-OPS = ("window_attention", "window_mask_update", "partial_conv_mask_update", "bias_act")
-
-# name -> module. ``auto`` order comes from ``auto_order``, not from here.
+# name -> package. ``auto`` order comes from ``auto_order``, not from here.
 BACKENDS: Dict[str, str] = {
-    "reference": "mat_kernels.backends.reference",
-    "sdpa": "mat_kernels.backends.sdpa",
-    "triton": "mat_kernels.backends.triton",
-    "cuda": "mat_kernels.backends.cuda",
+    "reference": "mat_kernels.reference",
+    "sdpa": "mat_kernels.sdpa",
+    "triton": "mat_kernels.triton",
+    "cuda": "mat_kernels.cuda",
 }
 NAMES = ("auto",) + tuple(BACKENDS)
-
-
-class Facts(TypedDict, total=False):
-    """What the limits of a backend are stated in. ``device`` and ``dtype`` are always present;
-    the rest only for the ops they concern. A plain dict, so that ``torch.compile`` traces the
-    chooser without a graph break (callers build it with ``dict(...)``)."""
-    device: torch.device
-    dtype: torch.dtype          # q/k/v for attention, the mask for mask rules, x for bias_act
-    head_dim: int               # window_attention
-    window_size: int            # window_attention, window_mask_update
-    mask_dtype: Optional[torch.dtype]  # window_attention (None: no mask)
-    kernel_size: int            # partial_conv_mask_update
-    stride: int                 # partial_conv_mask_update
-    act: str                    # bias_act
-    bias_dtype: Optional[torch.dtype]  # bias_act (None: no bias)
-
-
-@dataclass(frozen=True)
-class AttentionLimits:
-    """The shapes and dtypes a fused attention implementation supports."""
-    dtypes: Tuple[torch.dtype, ...]
-    max_head_dim: int
-    max_window_tokens: int
-
-    def reasons(self, facts: Facts) -> List[str]:
-        out = []
-        if facts["dtype"] not in self.dtypes:
-            out.append(f"dtype must be one of {self.dtypes}, got {facts['dtype']}")
-        if facts["head_dim"] > self.max_head_dim:
-            out.append(f"head_dim must be <= {self.max_head_dim}, got {facts['head_dim']}")
-        if facts["window_size"] ** 2 > self.max_window_tokens:
-            out.append(f"window_size**2 must be <= {self.max_window_tokens}, got {facts['window_size'] ** 2}")
-        return out
-
-
-# Both fused backends keep a whole padded head (<= 128 channels) and a window's key set (<= 1024
-# tokens, windows up to 32x32) within one program's tiles; fp64 has no tensor-core path.
-FUSED_ATTENTION_LIMITS = AttentionLimits(dtypes=(torch.float16, torch.bfloat16, torch.float32),
-                                         max_head_dim=128, max_window_tokens=1024)
 
 
 def _load(name: str):
@@ -108,7 +66,7 @@ def not_supported_reasons(name: str, op: str, facts: Facts) -> List[str]:
     module, err = _load(name)
     if module is None:
         return [err]
-    if not hasattr(module, op):
+    if op not in module.ENTRY_POINTS:
         return [f"{name} has no implementation of {op}"]
     return list(module.not_supported_reasons(op, facts))
 
@@ -173,7 +131,7 @@ def choose(op: str, backend: str, facts: Facts) -> Callable:
             module, _ = _load(name)
             if not torch.compiler.is_compiling():  # logging is a graph break under dynamo
                 log.debug("%s: backend=%s chose %s for %s", op, backend, name, describe(facts))
-            return getattr(module, op)
+            return module.ENTRY_POINTS[op]
         reasons[name] = why
         if not torch.compiler.is_compiling():
             log.debug("%s: %s cannot run: %s", op, name, "; ".join(why))

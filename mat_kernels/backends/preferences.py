@@ -1,13 +1,13 @@
 """The order in which ``backend="auto"`` tries the fused backends, per op: on CUDA tensors
 (``PREFERENCES``) and on CPU tensors per CPU model (``CPU_PREFERENCES``).
 
-Only measurements decide these tables. CUDA: ``python -m mat_kernels.bench.tune RESULTS.json``
-proposes ``PREFERENCES`` from a GPU benchmark result (the fastest backend per op that passed its
-GPU tests), and the result files it came from are committed under ``benchmarks/results/``. The
-CUDA extension has no recorded GPU run, so it is not listed; the Triton kernels are listed
-because they are the package's primary fused path, verified against the reference on every CI
-run. After the listed backends, ``auto`` tries ``sdpa`` for window attention on CUDA (the
-fallback when Triton cannot run), then the reference (see ``backends.auto_order``).
+CUDA: ``PREFERENCES`` lists the Triton kernels for every op: the package's primary fused path,
+verified against the reference on every CI run, and chosen before any GPU timing exists. The CUDA
+extension is not listed (it has no recorded GPU run). ``python -m mat_kernels.bench.tune
+RESULTS.json`` proposes a new table from a GPU benchmark result (the fastest backend per op that
+passed its GPU tests), with the result files committed under ``benchmarks/results/``. After the
+listed backends, ``auto`` tries ``sdpa`` for window attention on CUDA (the fallback when Triton
+cannot run), then the reference (see ``backends.auto_order``).
 
 CPU: ``CPU_PREFERENCES`` maps a CPU, as ``(model name, torch.backends.cpu.get_cpu_capability())``
 (the model name of ``lscpu`` / ``/proc/cpuinfo``), to the backends ``auto`` takes on it, from a

@@ -15,7 +15,7 @@ them for the CUDA dispatch key:
 
 This module adds what C++ does not: fake (meta) kernels, so the ops trace under FakeTensor and
 ``torch.compile``, and the autograd formula of the attention forward (it calls the backward op;
-the mask and the lse get no gradient; :mod:`mat_kernels.backends.attention_autograd`). When
+the mask and the lse get no gradient; :func:`mat_kernels.contract.window_attention_autograd`). When
 ``_C`` is missing, ``LOAD_ERROR`` says why and :func:`ops` raises with that reason; nothing else
 in the package is affected.
 """
@@ -26,7 +26,7 @@ from typing import Optional
 
 import torch
 
-from ..backends.attention_autograd import window_attention_autograd
+from ..contract import window_attention_autograd
 
 NAMESPACE = "mat_kernels"
 OP_NAMES = ("window_attention_fwd_cuda", "window_attention_bwd_cuda", "window_mask_update_cuda",

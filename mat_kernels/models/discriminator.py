@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from ..nn.blocks import DisBlock, DisFromRGB
 from ..nn.layers import Conv2dLayer, FullyConnectedLayer, MinibatchStdLayer
-from .._checks import FLOAT_DTYPES
+from ..contract import FLOAT_DTYPES
 from .generator import _check_inputs, _to_parameter_dtype, nf
 from .mapping import MappingNet
 

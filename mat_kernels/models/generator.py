@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._checks import FLOAT_DTYPES
+from ..contract import FLOAT_DTYPES
 from ..nn.blocks import (BasicLayer, ConvBlockDown, DecBlock, DecBlockFirstV2, DecStyleBlock, EncFromRGB,
                          PatchMerging, PatchUpsampling, ToStyle, feature2token, token2feature)
 from ..nn.draws import bernoulli_map

@@ -32,7 +32,6 @@ __all__ = ["bias_act_fwd", "bias_act_grad", "SUPPORTED_ACTS"]
 
 # name -> (kernel code, default alpha, default gain), as in the reference's table.
 SUPPORTED_ACTS = {"linear": (0, 0.0, 1.0), "relu": (1, 0.0, math.sqrt(2)), "lrelu": (2, 0.2, math.sqrt(2))}
-DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 BLOCK_SIZE = 1024  # elements per program: 8 per thread at 4 warps, enough in flight for bandwidth
 
 

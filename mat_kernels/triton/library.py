@@ -5,7 +5,7 @@ same namespace):
 
 * ``window_attention_fwd_triton(q, k, v, mask?, window_size, shift_size, num_heads, scale)
   -> (out, lse, new_mask)``. Custom ops cannot return an optional tensor, so without a mask
-  ``new_mask`` is an empty tensor that the backend drops. ``lse`` (fp32, (B * nW * heads, N)) is
+  ``new_mask`` is an empty tensor, which :func:`mat_kernels.ops.window_attention` turns into None. ``lse`` (fp32, (B * nW * heads, N)) is
   the per-row log-sum-exp saved for the backward.
 * ``window_attention_bwd_triton(dout, q, k, v, mask?, out, lse, ...) -> (dq, dk, dv)``.
 * ``window_mask_update_triton(mask, window_size, shift_size) -> new_mask`` and
@@ -19,7 +19,7 @@ torch.compile sees through them to the Triton launches (no graph break) and deri
 by tracing the launchers. Under TRITON_INTERPRET=1 (the CPU tests) ``wrap_triton`` cannot trace
 interpreted kernels, so they are opaque ``custom_op``s with explicit fakes; both run the same
 launcher. The attention forward's autograd is the formula both fused backends share
-(:mod:`mat_kernels.backends.attention_autograd`).
+(:func:`mat_kernels.contract.window_attention_autograd`).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from typing import Optional, Tuple
 import torch
 from torch.library import triton_op, wrap_triton
 
-from ..backends.attention_autograd import window_attention_autograd
+from ..contract import window_attention_autograd
 from . import bias_act as _ba
 from . import mask_update as _mu
 from . import window_attention as _wa

@@ -81,7 +81,7 @@ def test_a_backend_joins_by_its_name(tmp_path, monkeypatch):
     assert G.known_backends(["triton", "sdpa"], out) == ["triton", "sdpa"]
     # A backend that a comparison peer already runs is that peer; a new backend whose name a
     # comparison peer of another kind holds gets its own "<name>-backend" peer.
-    monkeypatch.setitem(backends.BACKENDS, "flex", "mat_kernels.backends.reference")
+    monkeypatch.setitem(backends.BACKENDS, "flex", "mat_kernels.reference")
     peers = G.backend_peers(["triton", "sdpa", "flex"])
     assert [(p.name, p.backend) for p in peers] == [("triton", "triton"), ("sdpa", "sdpa"),
                                                     ("flex-backend", "flex")]

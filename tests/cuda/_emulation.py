@@ -136,7 +136,7 @@ def emulated_cuda_backend(lib):
     """Within the context, ``backend="cuda"`` runs the emulated kernels on CPU tensors: the
     backend's own limits (dtypes, head_dim, window size, mask dtypes) still apply; its device
     and extension reasons are dropped for CPU tensors."""
-    from mat_kernels.backends import cuda
+    from mat_kernels import cuda
     from mat_kernels.cuda import library as ext
     if not _LIBRARY:
         _define_ops(lib)

@@ -12,7 +12,7 @@ import torch
 
 import mat_kernels
 from mat_kernels import backends, ops
-from mat_kernels.backends import cuda
+from mat_kernels import cuda
 from mat_kernels.cuda import library as _ext
 
 OPS = ("window_attention", "window_mask_update", "partial_conv_mask_update")

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from mat_kernels import reference
-from mat_kernels.backends import cuda
+from mat_kernels import cuda
 from mat_kernels.cuda import library as _ext
 
 from ._attention_math import reference_lse as _reference_lse
@@ -66,8 +66,10 @@ _ext.register(NS)
 
 
 def _attention(q, k, v, mask, window_size, shift_size, num_heads):
-    """The backend's entry point, with the default scale ops would pass."""
-    return cuda.window_attention(q, k, v, mask, window_size, shift_size, num_heads, (q.shape[-1] // num_heads) ** -0.5)
+    """The backend's entry point, with the default scale ops would pass; (out, new_mask) as ops returns."""
+    out, _lse, new_mask = cuda.ENTRY_POINTS["window_attention"](q, k, v, mask, window_size, shift_size, num_heads,
+                                                                (q.shape[-1] // num_heads) ** -0.5)
+    return out, (new_mask if mask is not None else None)
 
 
 @pytest.fixture

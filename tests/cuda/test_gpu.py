@@ -21,7 +21,7 @@ from mat_kernels.cuda import library as _ext
 from mat_kernels.testing import (ATTENTION_CASES, MASK_PATTERNS, assert_close, assert_mask_equal,
                                  check_window_attention, make_mask)
 
-pytestmark = [pytest.mark.gpu, pytest.mark.filterwarnings("ignore::mat_kernels.backends.cuda.UnverifiedBackendWarning")]
+pytestmark = [pytest.mark.gpu, pytest.mark.filterwarnings("ignore::mat_kernels.cuda.UnverifiedBackendWarning")]
 
 OP = "window_attention"
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)

@@ -26,7 +26,7 @@ CHECK = textwrap.dedent('''
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     sys.modules["mat_kernels._C"] = mod
-    from mat_kernels.backends import cuda
+    from mat_kernels import cuda
     from mat_kernels.cuda import library as _ext
     res = {"load_error": _ext.LOAD_ERROR}
     o = _ext.ops()

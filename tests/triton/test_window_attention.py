@@ -246,16 +246,16 @@ def test_ops_dispatches_to_triton(monkeypatch):
 
 
 def test_backend_entry_is_the_op_not_the_kernel_module():
-    """The registry's Triton entry (mat_kernels.backends.triton) exposes the op function, which
-    the kernel submodule of the same name cannot shadow."""
+    """The registry's Triton entry is the ``torch.library`` op (mat_kernels.triton.ENTRY_POINTS),
+    which the kernel submodule of the same name cannot shadow; without a mask its new mask is empty."""
     import mat_kernels.triton.window_attention  # noqa: F401  (the submodule, imported first)
     from mat_kernels import backends
     fn = backends.choose("window_attention", "triton", dict(device=torch.device(DEVICE), dtype=torch.float32,
                                                             head_dim=16, window_size=8))
     assert callable(fn) and not isinstance(fn, types.ModuleType)
     (q, k, v), _ = _inputs(1, 8, 8, 16, torch.float32)
-    out, nm = fn(q, k, v, None, 8, 0, 1, 16 ** -0.5)
-    assert nm is None and out.shape == q.shape
+    out, lse, nm = fn(q, k, v, None, 8, 0, 1, 16 ** -0.5)
+    assert nm.numel() == 0 and out.shape == q.shape and lse.dtype == torch.float32
 
 
 def test_rejects_unsupported_dtype():
