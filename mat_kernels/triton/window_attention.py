@@ -142,6 +142,16 @@ def _tile_ptrs(P, b, y, x, ch, sb, sh, sw, sc):
 
 
 @triton.jit
+def _load_tiles(A, B, b, y, x, ch, ok, d_ok, sab, sah, saw, sac, sbb, sbh, sbw, sbc):
+    """Two (tokens, channels) tiles at the same tokens and channels of A and B (zero where a
+    token or channel is padding), and the mask of valid elements."""
+    mask = ok[:, None] & d_ok[None, :]
+    a = tl.load(_tile_ptrs(A, b, y, x, ch, sab, sah, saw, sac), mask=mask, other=0.0)
+    bb = tl.load(_tile_ptrs(B, b, y, x, ch, sbb, sbh, sbw, sbc), mask=mask, other=0.0)
+    return a, bb, mask
+
+
+@triton.jit
 def _token_ptrs(P, b, y, x, sb, sh, sw):
     """Pointers of the mask values (B, H, W[, 1]) of tokens at image rows ``y``, columns ``x``."""
     return P + b * sb + y * sh + x * sw
@@ -191,6 +201,22 @@ def _scores(q, k, q_reg, M, b, ky, kx, offs_n, n_ok, smb, smh, smw, last_y, last
     return s
 
 
+@triton.jit
+def _key_block(start_n, q, q_reg, K, V, M, b, wy, wx, last_y, last_x, ch, d_ok,
+               skb, skh, skw, skc, svb, svh, svw, svc, smb, smh, smw, H, W, shift, scale,
+               WS: tl.constexpr, BLOCK_N: tl.constexpr, HAS_MASK: tl.constexpr, HAS_SHIFT: tl.constexpr,
+               DOT_PREC: tl.constexpr, UPCAST: tl.constexpr, OFFS_64: tl.constexpr):
+    """The key block of BLOCK_N tokens from ``start_n`` for a query tile ``q``: the keys'
+    validity, the key and value tiles, and the biased scores (see _scores)."""
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    n_ok = offs_n < WS * WS
+    ky, kx = _token_yx(offs_n, wy, wx, H, W, shift, WS, OFFS_64)
+    k, v, _kv_mask = _load_tiles(K, V, b, ky, kx, ch, n_ok, d_ok, skb, skh, skw, skc, svb, svh, svw, svc)
+    s = _scores(q, k, q_reg, M, b, ky, kx, offs_n, n_ok, smb, smh, smw, last_y, last_x, shift, scale,
+                WS, HAS_MASK, HAS_SHIFT, DOT_PREC, UPCAST)
+    return n_ok, k, v, s
+
+
 # ----------------------------------------------------------------------------------------------
 # forward
 # ----------------------------------------------------------------------------------------------
@@ -227,14 +253,10 @@ def _window_attention_fwd_kernel(Q, K, V, M, O, LSE, NM,
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for start_n in range(0, N, BLOCK_N):
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        n_ok = offs_n < N
-        ky, kx = _token_yx(offs_n, wy, wx, H, W, shift, WS, OFFS_64)
-        kv_mask = n_ok[:, None] & d_ok[None, :]
-        k = tl.load(_tile_ptrs(K, b, ky, kx, ch, skb, skh, skw, skc), mask=kv_mask, other=0.0)
-        v = tl.load(_tile_ptrs(V, b, ky, kx, ch, svb, svh, svw, svc), mask=kv_mask, other=0.0)
-        s = _scores(q, k, q_reg, M, b, ky, kx, offs_n, n_ok, smb, smh, smw, last_y, last_x, shift, scale,
-                    WS, HAS_MASK, HAS_SHIFT, DOT_PREC, UPCAST)
+        n_ok, k, v, s = _key_block(start_n, q, q_reg, K, V, M, b, wy, wx, last_y, last_x, ch, d_ok,
+                                   skb, skh, skw, skc, svb, svh, svw, svc, smb, smh, smw,
+                                   H, W, shift, scale, WS, BLOCK_N, HAS_MASK, HAS_SHIFT, DOT_PREC,
+                                   UPCAST, OFFS_64)
         # padded keys are excluded outright (they are not tokens); every block has a real key
         s = tl.where(n_ok[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -290,9 +312,7 @@ def _window_attention_bwd_preprocess_kernel(O, DO, DELTA,
     pid = tl.program_id(1)
     h, b, _wy, _wx, _last_y, _last_x, offs_m, m_ok, d_ok, ch, y, x = _block(
         pid_m, pid, num_heads, n_win, n_wx, H, W, shift, WS, HEAD_DIM, BLOCK_M, BLOCK_D, OFFS_64)
-    ld = m_ok[:, None] & d_ok[None, :]
-    o = tl.load(_tile_ptrs(O, b, y, x, ch, sob, soh, sow, soc), mask=ld, other=0.0)
-    do = tl.load(_tile_ptrs(DO, b, y, x, ch, sdb, sdh, sdw, sdc), mask=ld, other=0.0)
+    o, do, _ld = _load_tiles(O, DO, b, y, x, ch, m_ok, d_ok, sob, soh, sow, soc, sdb, sdh, sdw, sdc)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     tl.store(DELTA + _row_base(pid, N, OFFS_64) + offs_m, delta, mask=m_ok)
 
@@ -318,9 +338,7 @@ def _window_attention_bwd_dkdv_kernel(Q, K, V, M, DO, LSE, DELTA, DK, DV,
     pid = tl.program_id(1)
     h, b, wy, wx, last_y, last_x, offs_n, n_ok, d_ok, ch, ky, kx = _block(
         pid_n, pid, num_heads, n_win, n_wx, H, W, shift, WS, HEAD_DIM, BLOCK_N, BLOCK_D, OFFS_64)
-    kv_mask = n_ok[:, None] & d_ok[None, :]
-    k = tl.load(_tile_ptrs(K, b, ky, kx, ch, skb, skh, skw, skc), mask=kv_mask, other=0.0)
-    v = tl.load(_tile_ptrs(V, b, ky, kx, ch, svb, svh, svw, svc), mask=kv_mask, other=0.0)
+    k, v, kv_mask = _load_tiles(K, V, b, ky, kx, ch, n_ok, d_ok, skb, skh, skw, skc, svb, svh, svw, svc)
     row = _row_base(pid, N, OFFS_64)  # this program's rows of the lse/delta statistics
     # per-key bias (rows of the transposed score tile)
     kbias = tl.zeros([BLOCK_N], tl.float32)
@@ -335,9 +353,7 @@ def _window_attention_bwd_dkdv_kernel(Q, K, V, M, DO, LSE, DELTA, DK, DV,
         offs_m = start_m + tl.arange(0, BLOCK_M)
         m_ok = offs_m < N
         qy, qx = _token_yx(offs_m, wy, wx, H, W, shift, WS, OFFS_64)
-        q_mask = m_ok[:, None] & d_ok[None, :]
-        q = tl.load(_tile_ptrs(Q, b, qy, qx, ch, sqb, sqh, sqw, sqc), mask=q_mask, other=0.0)
-        do = tl.load(_tile_ptrs(DO, b, qy, qx, ch, sdb, sdh, sdw, sdc), mask=q_mask, other=0.0)
+        q, do, _q_mask = _load_tiles(Q, DO, b, qy, qx, ch, m_ok, d_ok, sqb, sqh, sqw, sqc, sdb, sdh, sdw, sdc)
         lse = tl.load(LSE + row + offs_m, mask=m_ok, other=0.0)
         delta = tl.load(DELTA + row + offs_m, mask=m_ok, other=0.0)
         st = _dot(k, tl.trans(q), DOT_PREC, UPCAST) * scale  # (BLOCK_N, BLOCK_M)
@@ -376,9 +392,7 @@ def _window_attention_bwd_dq_kernel(Q, K, V, M, DO, LSE, DELTA, DQ,
     pid = tl.program_id(1)
     h, b, wy, wx, last_y, last_x, offs_m, m_ok, d_ok, ch, qy, qx = _block(
         pid_m, pid, num_heads, n_win, n_wx, H, W, shift, WS, HEAD_DIM, BLOCK_M, BLOCK_D, OFFS_64)
-    q_mask = m_ok[:, None] & d_ok[None, :]
-    q = tl.load(_tile_ptrs(Q, b, qy, qx, ch, sqb, sqh, sqw, sqc), mask=q_mask, other=0.0)
-    do = tl.load(_tile_ptrs(DO, b, qy, qx, ch, sdb, sdh, sdw, sdc), mask=q_mask, other=0.0)
+    q, do, q_mask = _load_tiles(Q, DO, b, qy, qx, ch, m_ok, d_ok, sqb, sqh, sqw, sqc, sdb, sdh, sdw, sdc)
     row = _row_base(pid, N, OFFS_64)
     lse = tl.load(LSE + row + offs_m, mask=m_ok, other=0.0)
     delta = tl.load(DELTA + row + offs_m, mask=m_ok, other=0.0)
@@ -389,14 +403,10 @@ def _window_attention_bwd_dq_kernel(Q, K, V, M, DO, LSE, DELTA, DQ,
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for start_n in range(0, N, BLOCK_N):
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        n_ok = offs_n < N
-        ky, kx = _token_yx(offs_n, wy, wx, H, W, shift, WS, OFFS_64)
-        kv_mask = n_ok[:, None] & d_ok[None, :]
-        k = tl.load(_tile_ptrs(K, b, ky, kx, ch, skb, skh, skw, skc), mask=kv_mask, other=0.0)
-        v = tl.load(_tile_ptrs(V, b, ky, kx, ch, svb, svh, svw, svc), mask=kv_mask, other=0.0)
-        s = _scores(q, k, q_reg, M, b, ky, kx, offs_n, n_ok, smb, smh, smw, last_y, last_x, shift, scale,
-                    WS, HAS_MASK, HAS_SHIFT, DOT_PREC, UPCAST)
+        n_ok, k, v, s = _key_block(start_n, q, q_reg, K, V, M, b, wy, wx, last_y, last_x, ch, d_ok,
+                                   skb, skh, skw, skc, svb, svh, svw, svc, smb, smh, smw,
+                                   H, W, shift, scale, WS, BLOCK_N, HAS_MASK, HAS_SHIFT, DOT_PREC,
+                                   UPCAST, OFFS_64)
         p = tl.exp(s - lse[:, None])
         p = tl.where(m_ok[:, None] & n_ok[None, :], p, 0.0)
         dp = _dot(do, tl.trans(v), DOT_PREC, UPCAST)
