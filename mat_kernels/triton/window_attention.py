@@ -247,7 +247,7 @@ def _window_attention_fwd_kernel(Q, K, V, M, O, LSE, NM,
     if HAS_SHIFT:
         q_reg = _region(offs_m, last_y, last_x, shift, WS)
     else:
-        q_reg = 0
+        q_reg = 0  # not read without HAS_SHIFT
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -399,7 +399,7 @@ def _window_attention_bwd_dq_kernel(Q, K, V, M, DO, LSE, DELTA, DQ,
     if HAS_SHIFT:
         q_reg = _region(offs_m, last_y, last_x, shift, WS)
     else:
-        q_reg = 0
+        q_reg = 0  # not read without HAS_SHIFT
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for start_n in range(0, N, BLOCK_N):
