@@ -26,21 +26,10 @@ delta = rowsum(dO * O); ``_window_attention_bwd_dkdv_kernel`` (one program per k
 accumulate dk and dv; ``_window_attention_bwd_dq_kernel`` (one program per query block) loops over key blocks for dq.
 No atomics, so the gradients are deterministic.
 
-Saturated softmax (issue #16, finding 7): with one score far above the others (logits ~1e6)
-P is one-hot, O_i equals v_j* and the true dS = P (dP - delta) is exactly 0. Here delta_i =
-rowsum(dO_i * O_i) (an elementwise product and a tree sum, preprocess kernel) and dP_ij* =
-dO_i . v_j* (a ``tl.dot``) are the same number summed in different orders, so dS_ij* is their
-rounding difference, up to ~2 gamma_D |dO_i| |v_j*| (gamma_D = D u / (1 - D u), u the fp32 unit
-roundoff, |.| the Euclidean norm), and dq_i = scale sum_j dS_ij k_j / dk_j = scale sum_i dS_ij q_i
-carry it times scale |k| / |q|: noise of 1e-4 to 1e-3 at |q|, |k| ~ 1e3 where the gradient is 0
-(the bound is checked by tests/triton/test_window_attention.py::test_saturated_softmax_backward).
-The CUDA kernels compute delta and dP with the same fma order and get exact zeros. Not fixed:
-matching the orders would take delta = sum_j P_ij dP_ij from the kernels' own dP tiles, an
-extra pass over the keys in the backward (PyTorch's softmax backward does that), and tensor-core
-dots have no order a separate kernel could reproduce. Under the interpreter only, the dk/dv
-kernel's transposed scores dot(k, q^T) are not bit-identical to the forward's dot(q, k^T) (numpy's
-matmul is not transpose-consistent), so at such logits its recomputed P differs from the
-forward's by exp(a few ulp of the logit) and dv is off (1.95 of 7.2 measured at logits ~1e6).
+Saturated softmax: delta (preprocess kernel, elementwise product and tree sum) and dP (a
+``tl.dot``) sum the same terms in different orders, so where the true dS is exactly 0 the kernels
+return rounding noise, bounded as tests/triton/test_window_attention.py::test_saturated_softmax_backward
+checks (README, "Notes on the Triton kernels").
 
 Scores, softmax statistics and accumulators are fp32. ``tl.dot`` takes its inputs in the input
 dtype (probabilities are cast to it before P @ V, as flash attention does); fp32 inputs use
@@ -48,7 +37,7 @@ dtype (probabilities are cast to it before P @ V, as flash attention does); fp32
 ``_common._cast``, which rounds to nearest even under the interpreter too (its own cast truncates)
 and is a plain cast on a GPU. ``OFFS_64`` (chosen by the launchers, see
 ``_common.needs_int64_offsets``) makes token coordinates, channels and row-statistic indices int64
-for tensors whose image spans >= 2**31 elements; the common case compiles as before.
+for tensors whose image spans >= 2**31 elements; otherwise they stay int32.
 """
 from __future__ import annotations
 
@@ -144,6 +133,90 @@ def _dot(a, b, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr):
         return tl.dot(a, b, input_precision=DOT_PREC)
 
 
+
+@triton.jit
+def _tile_ptrs(P, b, y, x, ch, sb, sh, sw, sc):
+    """Pointers of a (tokens, channels) tile of the (B, H, W, C) tensor ``P`` at image rows ``y``,
+    columns ``x`` and channels ``ch`` of batch ``b``."""
+    return P + b * sb + y[:, None] * sh + x[:, None] * sw + ch[None, :] * sc
+
+
+@triton.jit
+def _load_tiles(A, B, b, y, x, ch, ok, d_ok, sab, sah, saw, sac, sbb, sbh, sbw, sbc):
+    """Two (tokens, channels) tiles at the same tokens and channels of A and B (zero where a
+    token or channel is padding), and the mask of valid elements."""
+    mask = ok[:, None] & d_ok[None, :]
+    a = tl.load(_tile_ptrs(A, b, y, x, ch, sab, sah, saw, sac), mask=mask, other=0.0)
+    bb = tl.load(_tile_ptrs(B, b, y, x, ch, sbb, sbh, sbw, sbc), mask=mask, other=0.0)
+    return a, bb, mask
+
+
+@triton.jit
+def _token_ptrs(P, b, y, x, sb, sh, sw):
+    """Pointers of the mask values (B, H, W[, 1]) of tokens at image rows ``y``, columns ``x``."""
+    return P + b * sb + y * sh + x * sw
+
+
+@triton.jit
+def _block(pid_blk, pid, num_heads, n_win, n_wx, H, W, shift, WS: tl.constexpr, HEAD_DIM: tl.constexpr,
+           BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, OFFS_64: tl.constexpr):
+    """The tokens of block ``pid_blk`` of the window and head of program ``pid``: head, batch index,
+    window row/col, last-row/col flags (see _region), token indices and their validity, channel
+    validity and indices, image rows and columns."""
+    h, b, wy, wx, last_y, last_x = _program_window(pid, num_heads, n_win, n_wx)
+    offs = pid_blk * BLOCK + tl.arange(0, BLOCK)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
+    ok = offs < WS * WS
+    ch = _channels(h, offs_d, HEAD_DIM, OFFS_64)
+    y, x = _token_yx(offs, wy, wx, H, W, shift, WS, OFFS_64)
+    return h, b, wy, wx, last_y, last_x, offs, ok, d_ok, ch, y, x
+
+
+@triton.jit
+def _mask_bias(M, b, y, x, ok, smb, smh, smw):
+    """_key_bias of the mask values of tokens at image rows ``y``, columns ``x`` (fp32)."""
+    return _key_bias(tl.load(_token_ptrs(M, b, y, x, smb, smh, smw), mask=ok, other=0))
+
+
+@triton.jit
+def _shift_bias(row_reg, offs_col, last_y, last_x, shift, WS: tl.constexpr):
+    """-100 where a row token's region code ``row_reg`` differs from that of column tokens
+    ``offs_col``, else 0: the (rows, cols) shift-region bias."""
+    col_reg = _region(offs_col, last_y, last_x, shift, WS)
+    return tl.where(row_reg[:, None] != col_reg[None, :], -100.0, 0.0)
+
+
+@triton.jit
+def _scores(q, k, q_reg, M, b, ky, kx, offs_n, n_ok, smb, smh, smw, last_y, last_x, shift, scale,
+            WS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_SHIFT: tl.constexpr, DOT_PREC: tl.constexpr,
+            UPCAST: tl.constexpr):
+    """Biased scores (queries x keys) of a query tile ``q`` against key tile ``k``: scale q k^T,
+    plus the shift-region bias (q_reg: the queries' region codes) and the keys' mask bias."""
+    s = _dot(q, tl.trans(k), DOT_PREC, UPCAST) * scale
+    if HAS_SHIFT:
+        s = s + _shift_bias(q_reg, offs_n, last_y, last_x, shift, WS)
+    if HAS_MASK:
+        s = s + _mask_bias(M, b, ky, kx, n_ok, smb, smh, smw)[None, :]
+    return s
+
+
+@triton.jit
+def _key_block(start_n, q, q_reg, K, V, M, b, wy, wx, last_y, last_x, ch, d_ok,
+               skb, skh, skw, skc, svb, svh, svw, svc, smb, smh, smw, H, W, shift, scale,
+               WS: tl.constexpr, BLOCK_N: tl.constexpr, HAS_MASK: tl.constexpr, HAS_SHIFT: tl.constexpr,
+               DOT_PREC: tl.constexpr, UPCAST: tl.constexpr, OFFS_64: tl.constexpr):
+    """The key block of BLOCK_N tokens from ``start_n`` for a query tile ``q``: the keys'
+    validity, the key and value tiles, and the biased scores (see _scores)."""
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    n_ok = offs_n < WS * WS
+    ky, kx = _token_yx(offs_n, wy, wx, H, W, shift, WS, OFFS_64)
+    k, v, _kv_mask = _load_tiles(K, V, b, ky, kx, ch, n_ok, d_ok, skb, skh, skw, skc, svb, svh, svw, svc)
+    s = _scores(q, k, q_reg, M, b, ky, kx, offs_n, n_ok, smb, smh, smw, last_y, last_x, shift, scale,
+                WS, HAS_MASK, HAS_SHIFT, DOT_PREC, UPCAST)
+    return n_ok, k, v, s
+
+
 # ----------------------------------------------------------------------------------------------
 # forward
 # ----------------------------------------------------------------------------------------------
@@ -156,41 +229,34 @@ def _window_attention_fwd_kernel(Q, K, V, M, O, LSE, NM,
                 BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HAS_MASK: tl.constexpr,
                 HAS_SHIFT: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
               OFFS_64: tl.constexpr):
+    """Attention of one query block of one window and head.
+
+    Q, K, V, O: (B, H, W, C), C = num_heads * HEAD_DIM, strided; M, NM: (B, H, W[, 1]) mask and
+    updated mask (unused without HAS_MASK); LSE: (B * nW * num_heads, N) fp32, N = WS * WS.
+    Grid: (cdiv(N, BLOCK_M), B * nW * num_heads), axis 1 = ((b * nW) + window) * num_heads + head.
+    The program loads its BLOCK_M queries, runs an online softmax over the window's keys in
+    blocks of BLOCK_N, and writes O and the rows' log-sum-exp; the program of head 0 and query
+    block 0 also writes NM for all N tokens of the window.
+    """
     N: tl.constexpr = WS * WS
     pid_m = tl.program_id(0)
     pid = tl.program_id(1)  # ((b * n_win) + window) * num_heads + head
-    h, b, wy, wx, last_y, last_x = _program_window(pid, num_heads, n_win, n_wx)
-
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    d_ok = offs_d < HEAD_DIM
-    m_ok = offs_m < N
-    ch = _channels(h, offs_d, HEAD_DIM, OFFS_64)
-    qy, qx = _token_yx(offs_m, wy, wx, H, W, shift, WS, OFFS_64)
-    q_ptrs = Q + b * sqb + qy[:, None] * sqh + qx[:, None] * sqw + ch[None, :] * sqc
-    q = tl.load(q_ptrs, mask=m_ok[:, None] & d_ok[None, :], other=0.0)
+    h, b, wy, wx, last_y, last_x, offs_m, m_ok, d_ok, ch, qy, qx = _block(
+        pid_m, pid, num_heads, n_win, n_wx, H, W, shift, WS, HEAD_DIM, BLOCK_M, BLOCK_D, OFFS_64)
+    q = tl.load(_tile_ptrs(Q, b, qy, qx, ch, sqb, sqh, sqw, sqc), mask=m_ok[:, None] & d_ok[None, :], other=0.0)
     if HAS_SHIFT:
         q_reg = _region(offs_m, last_y, last_x, shift, WS)
+    else:
+        q_reg = 0  # not read without HAS_SHIFT
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for start_n in range(0, N, BLOCK_N):
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        n_ok = offs_n < N
-        ky, kx = _token_yx(offs_n, wy, wx, H, W, shift, WS, OFFS_64)
-        kv_mask = n_ok[:, None] & d_ok[None, :]
-        k = tl.load(K + b * skb + ky[:, None] * skh + kx[:, None] * skw + ch[None, :] * skc,
-                    mask=kv_mask, other=0.0)
-        v = tl.load(V + b * svb + ky[:, None] * svh + kx[:, None] * svw + ch[None, :] * svc,
-                    mask=kv_mask, other=0.0)
-        s = _dot(q, tl.trans(k), DOT_PREC, UPCAST) * scale
-        if HAS_SHIFT:
-            k_reg = _region(offs_n, last_y, last_x, shift, WS)
-            s = s + tl.where(q_reg[:, None] != k_reg[None, :], -100.0, 0.0)
-        if HAS_MASK:
-            mv = tl.load(M + b * smb + ky * smh + kx * smw, mask=n_ok, other=0)
-            s = s + _key_bias(mv)[None, :]
+        n_ok, k, v, s = _key_block(start_n, q, q_reg, K, V, M, b, wy, wx, last_y, last_x, ch, d_ok,
+                                   skb, skh, skw, skc, svb, svh, svw, svc, smb, smh, smw,
+                                   H, W, shift, scale, WS, BLOCK_N, HAS_MASK, HAS_SHIFT, DOT_PREC,
+                                   UPCAST, OFFS_64)
         # padded keys are excluded outright (they are not tokens); every block has a real key
         s = tl.where(n_ok[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -201,7 +267,7 @@ def _window_attention_fwd_kernel(Q, K, V, M, O, LSE, NM,
         m_i = m_new
 
     out = acc / l_i[:, None]
-    tl.store(O + b * sob + qy[:, None] * soh + qx[:, None] * sow + ch[None, :] * soc,
+    tl.store(_tile_ptrs(O, b, qy, qx, ch, sob, soh, sow, soc),
              _cast(out, O.dtype.element_ty), mask=m_ok[:, None] & d_ok[None, :])
     tl.store(LSE + _row_base(pid, N, OFFS_64) + offs_m, m_i + tl.log(l_i), mask=m_ok)
 
@@ -218,13 +284,14 @@ def _window_attention_fwd_kernel(Q, K, V, M, O, LSE, NM,
             for start_n in range(0, N, BLOCK_N):
                 offs_n = start_n + tl.arange(0, BLOCK_N)
                 ny, nx = _token_yx(offs_n, wy, wx, H, W, shift, WS, OFFS_64)
-                msum += tl.load(M + b * smb + ny * smh + nx * smw, mask=offs_n < N, other=0).to(ACC)
+                msum += tl.load(_token_ptrs(M, b, ny, nx, smb, smh, smw), mask=offs_n < N, other=0).to(ACC)
             total = _clamp01(tl.sum(msum, 0))
             for start_n in range(0, N, BLOCK_N):
                 offs_n = start_n + tl.arange(0, BLOCK_N)
                 ny, nx = _token_yx(offs_n, wy, wx, H, W, shift, WS, OFFS_64)
                 val = tl.zeros([BLOCK_N], ACC) + total
-                tl.store(NM + b * snb + ny * snh + nx * snw, _cast(val, NM.dtype.element_ty), mask=offs_n < N)
+                tl.store(_token_ptrs(NM, b, ny, nx, snb, snh, snw), _cast(val, NM.dtype.element_ty),
+                         mask=offs_n < N)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -236,19 +303,16 @@ def _window_attention_bwd_preprocess_kernel(O, DO, DELTA,
                     H, W, n_wx, n_win, num_heads, shift,
                     WS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
                     BLOCK_D: tl.constexpr, OFFS_64: tl.constexpr):
-    """delta[row] = sum_d dO[row, d] * O[row, d] in fp32, rows in (window, head, token) order."""
+    """delta[row] = sum_d dO[row, d] * O[row, d] in fp32, rows in (window, head, token) order.
+
+    O, DO: (B, H, W, C); DELTA: (B * nW * num_heads, N) fp32. Grid as the forward's: one program
+    per query block of BLOCK_M tokens, window and head."""
     N: tl.constexpr = WS * WS
     pid_m = tl.program_id(0)
     pid = tl.program_id(1)
-    h, b, wy, wx, _last_y, _last_x = _program_window(pid, num_heads, n_win, n_wx)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    m_ok = offs_m < N
-    ld = m_ok[:, None] & (offs_d < HEAD_DIM)[None, :]
-    ch = _channels(h, offs_d, HEAD_DIM, OFFS_64)
-    y, x = _token_yx(offs_m, wy, wx, H, W, shift, WS, OFFS_64)
-    o = tl.load(O + b * sob + y[:, None] * soh + x[:, None] * sow + ch[None, :] * soc, mask=ld, other=0.0)
-    do = tl.load(DO + b * sdb + y[:, None] * sdh + x[:, None] * sdw + ch[None, :] * sdc, mask=ld, other=0.0)
+    h, b, _wy, _wx, _last_y, _last_x, offs_m, m_ok, d_ok, ch, y, x = _block(
+        pid_m, pid, num_heads, n_win, n_wx, H, W, shift, WS, HEAD_DIM, BLOCK_M, BLOCK_D, OFFS_64)
+    o, do, _ld = _load_tiles(O, DO, b, y, x, ch, m_ok, d_ok, sob, soh, sow, soc, sdb, sdh, sdw, sdc)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     tl.store(DELTA + _row_base(pid, N, OFFS_64) + offs_m, delta, mask=m_ok)
 
@@ -262,28 +326,24 @@ def _window_attention_bwd_dkdv_kernel(Q, K, V, M, DO, LSE, DELTA, DK, DV,
               BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HAS_MASK: tl.constexpr,
               HAS_SHIFT: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
               OFFS_64: tl.constexpr):
-    """dk, dv of one key block: loop over query blocks with transposed scores (keys x queries).
-    DK and DV share the strides (sgb, sgh, sgw, sgc)."""
+    """dk, dv of one key block of one window and head.
+
+    Q, K, V, DO, DK, DV: (B, H, W, C), DK and DV sharing the strides (sgb, sgh, sgw, sgc); M:
+    (B, H, W[, 1]); LSE, DELTA: (B * nW * num_heads, N) fp32. Grid: (cdiv(N, BLOCK_N),
+    B * nW * num_heads). The program keeps its BLOCK_N keys and values, loops over the window's
+    query blocks with transposed scores (keys x queries), recomputes P from LSE and accumulates
+    dv = P^T dO and dk = scale dS^T q."""
     N: tl.constexpr = WS * WS
     pid_n = tl.program_id(0)
     pid = tl.program_id(1)
-    h, b, wy, wx, last_y, last_x = _program_window(pid, num_heads, n_win, n_wx)
-
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    d_ok = offs_d < HEAD_DIM
-    n_ok = offs_n < N
-    ch = _channels(h, offs_d, HEAD_DIM, OFFS_64)
-    ky, kx = _token_yx(offs_n, wy, wx, H, W, shift, WS, OFFS_64)
-    kv_mask = n_ok[:, None] & d_ok[None, :]
-    k = tl.load(K + b * skb + ky[:, None] * skh + kx[:, None] * skw + ch[None, :] * skc, mask=kv_mask, other=0.0)
-    v = tl.load(V + b * svb + ky[:, None] * svh + kx[:, None] * svw + ch[None, :] * svc, mask=kv_mask, other=0.0)
+    h, b, wy, wx, last_y, last_x, offs_n, n_ok, d_ok, ch, ky, kx = _block(
+        pid_n, pid, num_heads, n_win, n_wx, H, W, shift, WS, HEAD_DIM, BLOCK_N, BLOCK_D, OFFS_64)
+    k, v, kv_mask = _load_tiles(K, V, b, ky, kx, ch, n_ok, d_ok, skb, skh, skw, skc, svb, svh, svw, svc)
     row = _row_base(pid, N, OFFS_64)  # this program's rows of the lse/delta statistics
     # per-key bias (rows of the transposed score tile)
     kbias = tl.zeros([BLOCK_N], tl.float32)
     if HAS_MASK:
-        mv = tl.load(M + b * smb + ky * smh + kx * smw, mask=n_ok, other=0)
-        kbias = _key_bias(mv)
+        kbias = _mask_bias(M, b, ky, kx, n_ok, smb, smh, smw)
     if HAS_SHIFT:
         k_reg = _region(offs_n, last_y, last_x, shift, WS)
 
@@ -293,16 +353,12 @@ def _window_attention_bwd_dkdv_kernel(Q, K, V, M, DO, LSE, DELTA, DK, DV,
         offs_m = start_m + tl.arange(0, BLOCK_M)
         m_ok = offs_m < N
         qy, qx = _token_yx(offs_m, wy, wx, H, W, shift, WS, OFFS_64)
-        q_mask = m_ok[:, None] & d_ok[None, :]
-        q = tl.load(Q + b * sqb + qy[:, None] * sqh + qx[:, None] * sqw + ch[None, :] * sqc, mask=q_mask, other=0.0)
-        do = tl.load(DO + b * sdb + qy[:, None] * sdh + qx[:, None] * sdw + ch[None, :] * sdc,
-                     mask=q_mask, other=0.0)
+        q, do, _q_mask = _load_tiles(Q, DO, b, qy, qx, ch, m_ok, d_ok, sqb, sqh, sqw, sqc, sdb, sdh, sdw, sdc)
         lse = tl.load(LSE + row + offs_m, mask=m_ok, other=0.0)
         delta = tl.load(DELTA + row + offs_m, mask=m_ok, other=0.0)
         st = _dot(k, tl.trans(q), DOT_PREC, UPCAST) * scale  # (BLOCK_N, BLOCK_M)
         if HAS_SHIFT:
-            q_reg = _region(offs_m, last_y, last_x, shift, WS)
-            st = st + tl.where(k_reg[:, None] != q_reg[None, :], -100.0, 0.0)
+            st = st + _shift_bias(k_reg, offs_m, last_y, last_x, shift, WS)
         st = st + kbias[:, None]
         pt = tl.exp(st - lse[None, :])
         pt = tl.where(n_ok[:, None] & m_ok[None, :], pt, 0.0)
@@ -325,50 +381,39 @@ def _window_attention_bwd_dq_kernel(Q, K, V, M, DO, LSE, DELTA, DQ,
             BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HAS_MASK: tl.constexpr,
             HAS_SHIFT: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
             OFFS_64: tl.constexpr):
-    """dq of one query block: loop over key blocks."""
+    """dq of one query block of one window and head.
+
+    Q, K, V, DO, DQ: (B, H, W, C), DQ with strides (sgb, sgh, sgw, sgc); M: (B, H, W[, 1]); LSE,
+    DELTA: (B * nW * num_heads, N) fp32. Grid: (cdiv(N, BLOCK_M), B * nW * num_heads). The
+    program keeps its BLOCK_M queries and output gradients, loops over the window's key blocks,
+    recomputes P from LSE and accumulates dq = scale dS k."""
     N: tl.constexpr = WS * WS
     pid_m = tl.program_id(0)
     pid = tl.program_id(1)
-    h, b, wy, wx, last_y, last_x = _program_window(pid, num_heads, n_win, n_wx)
-
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    d_ok = offs_d < HEAD_DIM
-    m_ok = offs_m < N
-    ch = _channels(h, offs_d, HEAD_DIM, OFFS_64)
-    qy, qx = _token_yx(offs_m, wy, wx, H, W, shift, WS, OFFS_64)
-    q_mask = m_ok[:, None] & d_ok[None, :]
-    q = tl.load(Q + b * sqb + qy[:, None] * sqh + qx[:, None] * sqw + ch[None, :] * sqc, mask=q_mask, other=0.0)
-    do = tl.load(DO + b * sdb + qy[:, None] * sdh + qx[:, None] * sdw + ch[None, :] * sdc, mask=q_mask, other=0.0)
+    h, b, wy, wx, last_y, last_x, offs_m, m_ok, d_ok, ch, qy, qx = _block(
+        pid_m, pid, num_heads, n_win, n_wx, H, W, shift, WS, HEAD_DIM, BLOCK_M, BLOCK_D, OFFS_64)
+    q, do, q_mask = _load_tiles(Q, DO, b, qy, qx, ch, m_ok, d_ok, sqb, sqh, sqw, sqc, sdb, sdh, sdw, sdc)
     row = _row_base(pid, N, OFFS_64)
     lse = tl.load(LSE + row + offs_m, mask=m_ok, other=0.0)
     delta = tl.load(DELTA + row + offs_m, mask=m_ok, other=0.0)
     if HAS_SHIFT:
         q_reg = _region(offs_m, last_y, last_x, shift, WS)
+    else:
+        q_reg = 0  # not read without HAS_SHIFT
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for start_n in range(0, N, BLOCK_N):
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        n_ok = offs_n < N
-        ky, kx = _token_yx(offs_n, wy, wx, H, W, shift, WS, OFFS_64)
-        kv_mask = n_ok[:, None] & d_ok[None, :]
-        k = tl.load(K + b * skb + ky[:, None] * skh + kx[:, None] * skw + ch[None, :] * skc, mask=kv_mask, other=0.0)
-        v = tl.load(V + b * svb + ky[:, None] * svh + kx[:, None] * svw + ch[None, :] * svc, mask=kv_mask, other=0.0)
-        s = _dot(q, tl.trans(k), DOT_PREC, UPCAST) * scale
-        if HAS_SHIFT:
-            k_reg = _region(offs_n, last_y, last_x, shift, WS)
-            s = s + tl.where(q_reg[:, None] != k_reg[None, :], -100.0, 0.0)
-        if HAS_MASK:
-            mv = tl.load(M + b * smb + ky * smh + kx * smw, mask=n_ok, other=0)
-            s = s + _key_bias(mv)[None, :]
+        n_ok, k, v, s = _key_block(start_n, q, q_reg, K, V, M, b, wy, wx, last_y, last_x, ch, d_ok,
+                                   skb, skh, skw, skc, svb, svh, svw, svc, smb, smh, smw,
+                                   H, W, shift, scale, WS, BLOCK_N, HAS_MASK, HAS_SHIFT, DOT_PREC,
+                                   UPCAST, OFFS_64)
         p = tl.exp(s - lse[:, None])
         p = tl.where(m_ok[:, None] & n_ok[None, :], p, 0.0)
         dp = _dot(do, tl.trans(v), DOT_PREC, UPCAST)
         ds = p * (dp - delta[:, None])
         dq += _dot(_cast(ds, k.dtype), k, DOT_PREC, UPCAST)
     dq = dq * scale
-    tl.store(DQ + b * sgb + qy[:, None] * sgh + qx[:, None] * sgw + ch[None, :] * sgc,
-             _cast(dq, DQ.dtype.element_ty), mask=q_mask)
+    tl.store(_tile_ptrs(DQ, b, qy, qx, ch, sgb, sgh, sgw, sgc), _cast(dq, DQ.dtype.element_ty), mask=q_mask)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -394,14 +439,10 @@ def device_config(window_size: int, head_dim: int, dtype: torch.dtype) -> dict:
     fp16/bf16: query and key tiles of 64 tokens for head_dim <= 32 (MAT's 30: a whole 64-token
     window of window 8 in one tile; 256-token windows of window 16 in 4 x 4 tiles), 32 for
     head_dim <= 64 and 16 above, smaller for small windows.
-    fp32 (exact "ieee" products run on FMA units, whose operand layouts need far more registers
-    than tensor-core tiles), head_dim <= 32: forward 16 queries x 32 keys, dk/dv and dq 32 x 32;
-    16 x 16 tiles for head_dim > 32. Without a register cap ptxas (Triton 3.6's and 3.9's) picks
-    an occupancy-driven budget of 96 or 128 registers for some kernels and then spills a few
-    bytes: the 32 x 32 forward did so at window 8 with a mask, a 32 x 16 dk/dv and a 16 x 32 dq
-    at other MAT shapes. The tiles here were chosen per kernel so that every MAT config compiles
-    without a spill on sm_80 and sm_90 under both Triton versions (the compile gate checks
-    exactly these, see ``aot_configs``).
+    fp32, head_dim <= 32: forward 16 queries x 32 keys, dk/dv and dq 32 x 32; 16 x 16 tiles for
+    head_dim > 32. The fp32 tiles are chosen per kernel so that every MAT config compiles without
+    a spill on sm_80 and sm_90 under Triton 3.6 and 3.9 (the compile gate checks exactly these, see
+    ``aot_configs``; README, "Notes on the Triton kernels").
     """
     NP = _padded_tokens(window_size)
     bd = block_d(head_dim)
