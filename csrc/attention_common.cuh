@@ -188,6 +188,20 @@ template <int D> __device__ __forceinline__ float row_dot(const float (&x)[Tilin
     return group_sum<Tiling<D>::G>(dot);
 }
 
+// The same for two pairs at once: *xa_ra = xa . ra and *xb_rb = xb . rb.
+template <int D>
+__device__ __forceinline__ void row_dot2(const float (&xa)[Tiling<D>::P], const float* ra, const float (&xb)[Tiling<D>::P],
+                                         const float* rb, int g, float* xa_ra, float* xb_rb) {
+    float a = 0.0f, b = 0.0f;
+#pragma unroll
+    for (int i = 0; i < Tiling<D>::P; ++i) {
+        a = fmaf(xa[i], ra[i * Tiling<D>::G + g], a);
+        b = fmaf(xb[i], rb[i * Tiling<D>::G + g], b);
+    }
+    *xa_ra = group_sum<Tiling<D>::G>(a);
+    *xb_rb = group_sum<Tiling<D>::G>(b);
+}
+
 // acc[i] += a * row[i * G + g] over the lane's dims.
 template <int D>
 __device__ __forceinline__ void row_axpy(float (&acc)[Tiling<D>::P], float a, const float* row, int g) {
@@ -195,16 +209,23 @@ __device__ __forceinline__ void row_axpy(float (&acc)[Tiling<D>::P], float a, co
     for (int i = 0; i < Tiling<D>::P; ++i) acc[i] = fmaf(a, row[i * Tiling<D>::G + g], acc[i]);
 }
 
-// Keys [k0, k0 + kTile) of the block's window into shared memory: k and v tiles and the key
-// metadata. Called by every thread of the block; the barriers order it after the previous tile's
-// reads and before this tile's.
+// A tile of kTile keys of a window in shared memory: their k and v rows, key bias and shift region.
+template <int D> struct KeyTiles {
+    float k[kTile][D];
+    float v[kTile][D];
+    float bias[kTile];
+    int region[kTile];
+};
+
+// Keys [k0, k0 + kTile) of the block's window into `kt`. Called by every thread of the block; the
+// barriers order it after the previous tile's reads and before this tile's.
 template <int D>
-__device__ __forceinline__ void load_key_tiles(float (*ks)[D], float (*vs)[D], float* kbias, int* kregion,
-                                               const BlockWindow& w, int k0, const WindowAttentionParams& p) {
+__device__ __forceinline__ void load_key_tiles(KeyTiles<D>& kt, const BlockWindow& w, int k0,
+                                               const WindowAttentionParams& p) {
     __syncthreads();
-    load_tile<kTile>(ks, p.k, p.k_stride, w.id, w.h, k0, p);
-    load_tile<kTile>(vs, p.v, p.v_stride, w.id, w.h, k0, p);
-    load_key_meta<kTile>(kbias, kregion, w.id, k0, p);
+    load_tile<kTile>(kt.k, p.k, p.k_stride, w.id, w.h, k0, p);
+    load_tile<kTile>(kt.v, p.v, p.v_stride, w.id, w.h, k0, p);
+    load_key_meta<kTile>(kt.bias, kt.region, w.id, k0, p);
     __syncthreads();
 }
 

@@ -24,10 +24,7 @@ namespace {
 template <int D>
 __global__ void __launch_bounds__(kThreads) window_attention_bwd_dq_kernel(const WindowAttentionParams p) {
     constexpr int P = Tiling<D>::P;
-    __shared__ float ks[kTile][D];
-    __shared__ float vs[kTile][D];
-    __shared__ float kbias[kTile];
-    __shared__ int kregion[kTile];
+    __shared__ KeyTiles<D> kt;
 
     const RowSlot r = row_slot<D>(p);
     const int N = r.N, hd = p.head_dim;
@@ -49,14 +46,14 @@ __global__ void __launch_bounds__(kThreads) window_attention_bwd_dq_kernel(const
     if (r.active && r.g == 0) p.delta[stat] = delta;
 
     for (int k0 = 0; k0 < N; k0 += kTile) {
-        load_key_tiles<D>(ks, vs, kbias, kregion, r, k0, p);
+        load_key_tiles<D>(kt, r, k0, p);
 #pragma unroll 4
         for (int j = 0; j < kTile; ++j) {
-            const float dot = row_dot<D>(qr, ks[j], r.g);
-            const float dp = row_dot<D>(dor, vs[j], r.g);
-            const float sc = dot * p.scale + shift_bias(r.region, kregion[j]) + kbias[j];
+            float dot, dp;
+            row_dot2<D>(qr, kt.k[j], dor, kt.v[j], r.g, &dot, &dp);
+            const float sc = dot * p.scale + shift_bias(r.region, kt.region[j]) + kt.bias[j];
             const float pij = (k0 + j < N) ? expf(sc - lse) : 0.0f;
-            row_axpy<D>(dq, pij * (dp - delta), ks[j], r.g);
+            row_axpy<D>(dq, pij * (dp - delta), kt.k[j], r.g);
         }
     }
 
@@ -109,8 +106,8 @@ __global__ void __launch_bounds__(kThreads) window_attention_bwd_dkdv_kernel(con
         __syncthreads();
 #pragma unroll 4
         for (int i = 0; i < kTile; ++i) {
-            const float dot = row_dot<D>(kr, qs[i], r.g);
-            const float dp = row_dot<D>(vr, dos[i], r.g);
+            float dot, dp;
+            row_dot2<D>(kr, qs[i], vr, dos[i], r.g, &dot, &dp);
             const float sc = dot * p.scale + shift_bias(qregion[i], r.region) + kbias;
             const float pij = expf(sc - qlse[i]);
             row_axpy<D>(dv, pij, dos[i], r.g);

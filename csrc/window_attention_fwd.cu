@@ -27,10 +27,7 @@ namespace {
 template <int D>
 __global__ void __launch_bounds__(kThreads) window_attention_fwd_kernel(const WindowAttentionParams p) {
     constexpr int P = Tiling<D>::P;
-    __shared__ float ks[kTile][D];
-    __shared__ float vs[kTile][D];
-    __shared__ float kbias[kTile];
-    __shared__ int kregion[kTile];
+    __shared__ KeyTiles<D> kt;
 
     const RowSlot r = row_slot<D>(p);
     const int N = r.N;
@@ -43,15 +40,15 @@ __global__ void __launch_bounds__(kThreads) window_attention_fwd_kernel(const Wi
     float m = -INFINITY, l = 0.0f;
 
     for (int k0 = 0; k0 < N; k0 += kTile) {
-        load_key_tiles<D>(ks, vs, kbias, kregion, r, k0, p);
+        load_key_tiles<D>(kt, r, k0, p);
 
         float sc[kTile];
         float tile_max = -INFINITY;
 #pragma unroll
         for (int j = 0; j < kTile; ++j) {
-            const float dot = row_dot<D>(qr, ks[j], r.g);
+            const float dot = row_dot<D>(qr, kt.k[j], r.g);
             // Official order: (q k^T) * scale, + shift-region bias, + key bias.
-            sc[j] = (k0 + j < N) ? dot * p.scale + shift_bias(r.region, kregion[j]) + kbias[j] : -INFINITY;
+            sc[j] = (k0 + j < N) ? dot * p.scale + shift_bias(r.region, kt.region[j]) + kt.bias[j] : -INFINITY;
             tile_max = fmaxf(tile_max, sc[j]);
         }
         // Every tile holds at least one real key and biases are finite, so m_new is finite.
@@ -64,7 +61,7 @@ __global__ void __launch_bounds__(kThreads) window_attention_fwd_kernel(const Wi
         for (int j = 0; j < kTile; ++j) {
             const float pj = expf(sc[j] - m_new);  // 0 for padded keys
             l += pj;
-            row_axpy<D>(acc, pj, vs[j], r.g);
+            row_axpy<D>(acc, pj, kt.v[j], r.g);
         }
         m = m_new;
     }
