@@ -1,4 +1,5 @@
-// Element conversions shared by the kernels (device code only; no torch headers).
+// Element conversions and per-dtype dispatch of the kernels, expanded from the lists of dtypes.h
+// (no torch headers).
 #pragma once
 
 #include <cuda_bf16.h>
