@@ -8,12 +8,23 @@
 
 #include <cstdint>
 
+#include "dtypes.h"
+
 struct CUstream_st;  // cudaStream_t is CUstream_st*
 
 namespace mat_kernels {
 
-// Element types a kernel can be asked to read or write. Values are private to this interface.
-enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kFloat64 = 3, kBool = 4 };
+// Element types a kernel can be asked to read or write (the lists of dtypes.h).
+#define MK_DTYPE_ENUMERATOR(name, value, ...) name = value,
+enum class DType : int { MK_MASK_DTYPES(MK_DTYPE_ENUMERATOR) };
+#undef MK_DTYPE_ENUMERATOR
+
+// Whether q, k, v may have type t.
+constexpr bool is_attention_dtype(DType t) {
+#define MK_DTYPE_IS(name, ...) t == DType::name ||
+    return MK_ATTENTION_DTYPES(MK_DTYPE_IS) false;
+#undef MK_DTYPE_IS
+}
 
 // Everything the attention kernels need. Strides are in elements. q/k/v/grad_out are (B, H, W, C)
 // with arbitrary strides; out/dq/dk/dv are written contiguous (B, H, W, C); lse and delta are

@@ -1,7 +1,7 @@
 // Schemas of the compiled ops (namespace mat_kernels, suffix _cuda: the Triton backend registers
 // its *_triton ops in the same namespace as a FRAGMENT). Implementations are registered per
-// dispatch key elsewhere: CUDA in window_attention_api.cpp / mask_update_api.cpp, fake (meta) kernels
-// and autograd in mat_kernels/_ext.py.
+// dispatch key elsewhere: CUDA in window_attention_api.cpp / mask_update_api.cpp, fake (meta)
+// kernels and autograd in mat_kernels/cuda/library.py.
 #include <torch/library.h>
 
 TORCH_LIBRARY(mat_kernels, m) {

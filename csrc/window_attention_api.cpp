@@ -26,7 +26,8 @@ Geometry check_attention_args(const at::Tensor& q, const at::Tensor& k, const at
                               int64_t num_heads) {
     CHECK_CUDA(q);
     CHECK_DIM(q, 4);
-    TORCH_CHECK(is_attention_dtype(q.scalar_type()), "q must be float32, float16 or bfloat16, got ", q.scalar_type());
+    TORCH_CHECK(is_attention_dtype(q.scalar_type()), "q must have one of the dtypes ", attention_dtype_names(), ", got ",
+                q.scalar_type());
     for (const auto* t : {&k, &v}) {
         const char* name = t == &k ? "k" : "v";
         TORCH_CHECK(t->sizes() == q.sizes(), name, " must have the shape of q ", q.sizes(), ", got ", t->sizes());

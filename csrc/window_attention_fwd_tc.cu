@@ -13,7 +13,6 @@
 // P V. The extra Q K^T costs little on tensor cores and keeps O in registers.
 #include "attention_common.cuh"
 #include "launchers.h"
-#include "mask_window.cuh"
 
 #if !defined(MK_HOST_EMULATION)
 #include <mma.h>
@@ -29,41 +28,7 @@ namespace wmma = nvcuda::wmma;
 
 constexpr int kWarps = kThreads / 32;  // 4
 constexpr int kTcRows = 16 * kWarps;   // query rows per block
-constexpr int kTcKeys = 32;            // keys per tile
-
-template <typename T> __device__ __forceinline__ T from_float(float x);
-template <> __device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
-    return __float2bfloat16_rn(x);
-}
-
-// Rows [t0, t0 + rows) of head h of a strided token tensor into a T tile (zero past N and past
-// head_dim). Values are copied exactly (the tensor already has dtype T). All threads call it.
-template <typename T, int D>
-__device__ __forceinline__ void load_tile_t(T (*tile)[D], const void* src, const int64_t* st, const WindowId& id,
-                                            int h, int t0, int rows, const WindowAttentionParams& p) {
-    const int N = p.window_size * p.window_size;
-    for (int idx = threadIdx.x; idx < rows * D; idx += kThreads) {
-        const int j = idx / D, d = idx % D, t = t0 + j;
-        float val = 0.0f;
-        if (t < N && d < p.head_dim) {
-            const Pos pos = token_pos(id, t, p);
-            val = load_elem(src, p.dtype, offset4(st, id.b, pos.y, pos.x, h * p.head_dim + d));
-        }
-        tile[j][d] = from_float<T>(val);
-    }
-}
-
-// Key biases and region labels of keys [k0, k0 + kTcKeys). All threads call it.
-__device__ __forceinline__ void load_key_info(float* kbias, int* kregion, const WindowId& id, int k0,
-                                              const WindowAttentionParams& p) {
-    const int ws = p.window_size, N = ws * ws;
-    for (int j = threadIdx.x; j < kTcKeys; j += kThreads) {
-        const int tk = k0 + j;
-        kbias[j] = tk < N ? token_key_bias(p, id.b, token_pos(id, tk, p)) : 0.0f;
-        kregion[j] = tk < N ? token_region(id.wy, id.wx, tk, p.H, p.W, ws, p.shift_size) : 0;
-    }
-}
+constexpr int kTcKeys = kTile;         // keys per tile
 
 // One warp: S (16 x kTcKeys, fp32, row-major, ld kTcKeys) = Q (16 x D rows of qs) K^T.
 template <typename T, int D>
@@ -85,6 +50,9 @@ __device__ __forceinline__ void warp_scores(const T* q, const T* k, float* s) {
     __syncwarp();
 }
 
+// One block: window blockIdx.x, head blockIdx.y, query rows [blockIdx.z * kTcRows, + kTcRows);
+// warp w owns 16 of them. Two passes over the window's keys (tiles of kTcKeys): the first finds
+// each row's logsumexp, the second accumulates exp(S - lse) V; the block stores out and lse.
 template <typename T, int D>
 __global__ void __launch_bounds__(kThreads) window_attention_fwd_tc_kernel(const WindowAttentionParams p) {
     MK_ALIGN(128) __shared__ T qs[kTcRows][D];
@@ -95,16 +63,14 @@ __global__ void __launch_bounds__(kThreads) window_attention_fwd_tc_kernel(const
     __shared__ float kbias[kTcKeys];
     __shared__ int kregion[kTcKeys];
 
-    const int ws = p.window_size, s = p.shift_size, N = ws * ws, hd = p.head_dim;
-    const WindowId id = window_id(blockIdx.x, p.H, p.W, ws);
-    const int h = blockIdx.y;
-    if (p.mask != nullptr && p.new_mask != nullptr && blockIdx.y == 0 && blockIdx.z == 0) {
-        window_mask_block(p.mask, p.mask_dtype, p.mask_stride, p.new_mask, p.H, p.W, ws, s, id);
-    }
+    const BlockWindow w = block_window(p);
+    const WindowId id = w.id;
+    const int ws = p.window_size, s = p.shift_size, N = w.N, hd = p.head_dim, h = w.h;
+    write_new_mask(p, id);
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int q0 = blockIdx.z * kTcRows;
-    load_tile_t<T, D>(qs, p.q, p.q_stride, id, h, q0, kTcRows, p);
+    load_tile<kTcRows>(qs, p.q, p.q_stride, id, h, q0, p);
 
     // Softmax bookkeeping: lanes 2r and 2r + 1 share row r of the warp's 16 rows, 16 columns each.
     const int r = lane / 2, half = lane % 2;
@@ -118,8 +84,8 @@ __global__ void __launch_bounds__(kThreads) window_attention_fwd_tc_kernel(const
     float m = -INFINITY, l = 0.0f;
     for (int k0 = 0; k0 < N; k0 += kTcKeys) {
         __syncthreads();  // previous tiles are no longer read (and qs is loaded on the first pass)
-        load_tile_t<T, D>(ks, p.k, p.k_stride, id, h, k0, kTcKeys, p);
-        load_key_info(kbias, kregion, id, k0, p);
+        load_tile<kTcKeys>(ks, p.k, p.k_stride, id, h, k0, p);
+        load_key_meta<kTcKeys>(kbias, kregion, id, k0, p);
         __syncthreads();
         warp_scores<T, D>(qw, &ks[0][0], sw);
         float sc[16];
@@ -149,9 +115,9 @@ __global__ void __launch_bounds__(kThreads) window_attention_fwd_tc_kernel(const
     for (int jd = 0; jd < kOut; ++jd) wmma::fill_fragment(o[jd], 0.0f);
     for (int k0 = 0; k0 < N; k0 += kTcKeys) {
         __syncthreads();
-        load_tile_t<T, D>(ks, p.k, p.k_stride, id, h, k0, kTcKeys, p);
-        load_tile_t<T, D>(vs, p.v, p.v_stride, id, h, k0, kTcKeys, p);
-        load_key_info(kbias, kregion, id, k0, p);
+        load_tile<kTcKeys>(ks, p.k, p.k_stride, id, h, k0, p);
+        load_tile<kTcKeys>(vs, p.v, p.v_stride, id, h, k0, p);
+        load_key_meta<kTcKeys>(kbias, kregion, id, k0, p);
         __syncthreads();
         warp_scores<T, D>(qw, &ks[0][0], sw);
 #pragma unroll
@@ -194,31 +160,21 @@ __global__ void __launch_bounds__(kThreads) window_attention_fwd_tc_kernel(const
     }
 }
 
-template <typename T, int D>
-const char* launch_tc(const WindowAttentionParams& p, cudaStream_t stream) {
-    const int N = p.window_size * p.window_size;
-    const long long windows = static_cast<long long>(p.B) * (p.H / p.window_size) * (p.W / p.window_size);
-    const dim3 grid(static_cast<unsigned>(windows), p.num_heads, (N + kTcRows - 1) / kTcRows);
-    auto* kernel = &window_attention_fwd_tc_kernel<T, D>;  // a name without a comma, for the macro
-    MK_LAUNCH(kernel, grid, kThreads, stream, p);
-    return last_launch_error();
-}
-
-template <typename T>
-const char* launch_tc_dim(const WindowAttentionParams& p, cudaStream_t stream) {
-    if (p.head_dim <= 32) return launch_tc<T, 32>(p, stream);
-    if (p.head_dim <= 64) return launch_tc<T, 64>(p, stream);
-    return launch_tc<T, 128>(p, stream);
-}
-
 }  // namespace
 
 const char* launch_window_attention_fwd_tensor_core(const WindowAttentionParams& p, CUstream_st* stream) {
-    switch (p.dtype) {
-        case DType::kFloat16: return launch_tc_dim<__half>(p, stream);
-        case DType::kBFloat16: return launch_tc_dim<__nv_bfloat16>(p, stream);
-        default: return "the tensor-core forward takes float16 or bfloat16 only";
-    }
+    return visit_attention_dtype(p.dtype, [&](auto tag) -> const char* {
+        using T = typename decltype(tag)::type;
+        if constexpr (std::is_same_v<T, float>) {
+            return "the tensor-core forward takes 16-bit floating dtypes only";
+        } else {
+            return visit_padded_head_dim(p.head_dim, [&](auto d) {
+                auto* kernel = &window_attention_fwd_tc_kernel<T, decltype(d)::value>;  // no comma, for the macro
+                MK_LAUNCH(kernel, attention_grid(p, kTcRows), kThreads, stream, p);
+                return last_launch_error();
+            });
+        }
+    });
 }
 
 }  // namespace mat_kernels

@@ -8,15 +8,14 @@
 
 using namespace mat_kernels;
 
-extern "C" {
+namespace {
 
-const char* emu_window_attention_fwd(const void* q, const void* k, const void* v, const int64_t* q_stride,
-                                     const int64_t* k_stride, const int64_t* v_stride, int dtype, const void* mask,
-                                     int mask_dtype, const int64_t* mask_stride, void* new_mask, void* out,
-                                     float* lse, int B, int H, int W, int C, int num_heads, int window_size,
-                                     int shift_size, float scale, int force_simt) {
+// The fields both attention launchers read, as csrc/window_attention_api.cpp fills them.
+WindowAttentionParams attention_params(const void* q, const void* k, const void* v, const int64_t* q_stride,
+                                       const int64_t* k_stride, const int64_t* v_stride, int dtype, const void* mask,
+                                       int mask_dtype, const int64_t* mask_stride, int B, int H, int W, int C,
+                                       int num_heads, int window_size, int shift_size, float scale) {
     WindowAttentionParams p;
-    p.force_simt = force_simt;
     p.q = q;
     p.k = k;
     p.v = v;
@@ -30,9 +29,6 @@ const char* emu_window_attention_fwd(const void* q, const void* k, const void* v
     p.mask_dtype = static_cast<DType>(mask_dtype);
     if (mask)
         for (int i = 0; i < 3; ++i) p.mask_stride[i] = mask_stride[i];
-    p.new_mask = new_mask;
-    p.out = out;
-    p.lse = lse;
     p.B = B;
     p.H = H;
     p.W = W;
@@ -42,6 +38,24 @@ const char* emu_window_attention_fwd(const void* q, const void* k, const void* v
     p.window_size = window_size;
     p.shift_size = shift_size;
     p.scale = scale;
+    return p;
+}
+
+}  // namespace
+
+extern "C" {
+
+const char* emu_window_attention_fwd(const void* q, const void* k, const void* v, const int64_t* q_stride,
+                                     const int64_t* k_stride, const int64_t* v_stride, int dtype, const void* mask,
+                                     int mask_dtype, const int64_t* mask_stride, void* new_mask, void* out,
+                                     float* lse, int B, int H, int W, int C, int num_heads, int window_size,
+                                     int shift_size, float scale, int force_simt) {
+    WindowAttentionParams p = attention_params(q, k, v, q_stride, k_stride, v_stride, dtype, mask, mask_dtype,
+                                               mask_stride, B, H, W, C, num_heads, window_size, shift_size, scale);
+    p.force_simt = force_simt;
+    p.new_mask = new_mask;
+    p.out = out;
+    p.lse = lse;
     return launch_window_attention_fwd(p, nullptr);
 }
 
@@ -51,37 +65,16 @@ const char* emu_window_attention_bwd(const void* grad_out, const int64_t* grad_o
                                      const int64_t* mask_stride, const void* out, float* lse, float* delta, void* dq,
                                      void* dk, void* dv, int B, int H, int W, int C, int num_heads, int window_size,
                                      int shift_size, float scale) {
-    WindowAttentionParams p;
-    p.q = q;
-    p.k = k;
-    p.v = v;
-    for (int i = 0; i < 4; ++i) {
-        p.q_stride[i] = q_stride[i];
-        p.k_stride[i] = k_stride[i];
-        p.v_stride[i] = v_stride[i];
-        p.grad_out_stride[i] = grad_out_stride[i];
-    }
-    p.dtype = static_cast<DType>(dtype);
-    p.mask = mask;
-    p.mask_dtype = static_cast<DType>(mask_dtype);
-    if (mask)
-        for (int i = 0; i < 3; ++i) p.mask_stride[i] = mask_stride[i];
+    WindowAttentionParams p = attention_params(q, k, v, q_stride, k_stride, v_stride, dtype, mask, mask_dtype,
+                                               mask_stride, B, H, W, C, num_heads, window_size, shift_size, scale);
     p.grad_out = grad_out;
+    for (int i = 0; i < 4; ++i) p.grad_out_stride[i] = grad_out_stride[i];
     p.fwd_out = out;
     p.lse = lse;
     p.delta = delta;
     p.dq = dq;
     p.dk = dk;
     p.dv = dv;
-    p.B = B;
-    p.H = H;
-    p.W = W;
-    p.C = C;
-    p.num_heads = num_heads;
-    p.head_dim = C / num_heads;
-    p.window_size = window_size;
-    p.shift_size = shift_size;
-    p.scale = scale;
     return launch_window_attention_bwd(p, nullptr);
 }
 
