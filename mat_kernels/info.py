@@ -19,7 +19,7 @@ import os
 import platform
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -121,68 +121,45 @@ def auto_choices(device: torch.device) -> List[dict]:
 
 # ------------------------------------------------------------------------------------ quick check
 
-def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.detach().double().cpu() - b.detach().double().cpu()).abs().max())
+def _errors(checks: dict, fwd: Tuple[str, ...]) -> dict:
+    """The largest measured fwd and bwd errors among the checker's :class:`ErrorCheck` results."""
+    out = {"fwd": max(c.error for n, c in checks.items() if n in fwd)}
+    bwd = [c.error for n, c in checks.items() if n not in fwd]
+    if bwd:
+        out["bwd"] = max(bwd)
+    return out
 
 
 def _check_attention(backend: str, dtype: torch.dtype, device: torch.device) -> dict:
-    from . import ops, reference
-    from .testing import check_window_attention, make_mask, reference_dtype
+    from .testing import check_window_attention, make_mask
     g = torch.Generator().manual_seed(1)
     mask = make_mask("random", 1, GRID, GRID, WINDOW, generator=g, dtype=torch.float32)
-    errors: Dict[str, Optional[float]] = {}
-    # The errors the report shows, on inputs of our own (the checker below only says pass/fail).
-    g = torch.Generator().manual_seed(7)
-    q, k, v = (torch.randn(1, GRID, GRID, HEADS * HEAD_DIM, generator=g).to(device, dtype).requires_grad_()
-               for _ in range(3))
-    out, _ = ops.window_attention(q, k, v, mask.to(device), window_size=WINDOW, shift_size=SHIFT,
-                                  num_heads=HEADS, backend=backend)
-    rdt = reference_dtype(dtype)
-    rq, rk, rv = (t.detach().cpu().to(rdt).requires_grad_() for t in (q, k, v))
-    ref_out, _ = reference.window_attention(rq, rk, rv, mask, window_size=WINDOW, shift_size=SHIFT, num_heads=HEADS)
-    dout = torch.randn(out.shape, generator=g)
-    grads = torch.autograd.grad(out, (q, k, v), dout.to(device, dtype))
-    ref_grads = torch.autograd.grad(ref_out, (rq, rk, rv), dout.to(rdt))
-    errors["fwd"] = _max_err(out, ref_out)
-    errors["bwd"] = max(_max_err(a, b) for a, b in zip(grads, ref_grads))
-    check_window_attention(backend, 1, GRID, GRID, HEADS, HEAD_DIM, WINDOW, SHIFT, mask, dtype=dtype,
-                           device=device, backward=True)
-    return errors
+    _, _, checks = check_window_attention(backend, 1, GRID, GRID, HEADS, HEAD_DIM, WINDOW, SHIFT, mask,
+                                          dtype=dtype, device=device, backward=True)
+    return _errors(checks, ("out",))
 
 
 def _check_window_mask(backend: str, dtype: torch.dtype, device: torch.device) -> dict:
-    from . import ops, reference
     from .testing import check_window_mask_update, make_mask
     mask = make_mask("random", 2, GRID, GRID, WINDOW, generator=torch.Generator().manual_seed(2), dtype=dtype)
-    got = ops.window_mask_update(mask.to(device), window_size=WINDOW, shift_size=SHIFT, backend=backend)
-    err = _max_err(got, reference.window_mask_update(mask, window_size=WINDOW, shift_size=SHIFT))
     check_window_mask_update(backend, mask.to(device), WINDOW, SHIFT)
-    return {"fwd": err}
+    return {"fwd": 0.0}  # the check asks for an exact match
 
 
 def _check_pconv_mask(backend: str, dtype: torch.dtype, device: torch.device) -> dict:
-    from . import ops, reference
     from .testing import check_partial_conv_mask_update
     g = torch.Generator().manual_seed(3)
     mask = (torch.rand(2, 1, PCONV_RES, PCONV_RES, generator=g) > 0.5).to(dtype)
-    new, ratio = ops.partial_conv_mask_update(mask.to(device), kernel_size=PCONV_K, stride=PCONV_S, backend=backend)
-    e_new, e_ratio = reference.partial_conv_mask_update(mask, kernel_size=PCONV_K, stride=PCONV_S)
-    err = max(_max_err(new, e_new), _max_err(ratio, e_ratio))
     check_partial_conv_mask_update(backend, mask.to(device), PCONV_K, PCONV_S)
-    return {"fwd": err}
+    return {"fwd": 0.0}  # the check asks for an exact match
 
 
 def _check_bias_act(backend: str, dtype: torch.dtype, device: torch.device) -> dict:
-    from . import ops, reference
-    from .testing import check_bias_act, reference_dtype
+    from .testing import check_bias_act
     g = torch.Generator().manual_seed(4)
     x = torch.randn(*BIAS_ACT_SHAPE, generator=g).to(device, dtype)
     b = torch.randn(BIAS_ACT_SHAPE[1], generator=g).to(device, dtype)
-    y = ops.bias_act(x, b, 1, BIAS_ACT_NAME, backend=backend)
-    rdt = reference_dtype(dtype)
-    err = _max_err(y, reference.bias_act(x.cpu().to(rdt), b.cpu().to(rdt), 1, BIAS_ACT_NAME))
-    check_bias_act(backend, x, b, 1, BIAS_ACT_NAME)
-    return {"fwd": err}
+    return _errors(check_bias_act(backend, x, b, 1, BIAS_ACT_NAME), ("y",))
 
 
 CHECKS = {"window_attention": _check_attention, "window_mask_update": _check_window_mask,

@@ -71,8 +71,8 @@ def test_mask_rule_uses_the_masks_own_values(backend, dtype, mask_dtype, value):
     the mask can happen, so a backend that rounds differs by far more than the tolerance."""
     _require_attention(backend, dtype, mask_dtype)
     mask = fractional_mask(value, mask_dtype)
-    _, new_mask = check_window_attention(backend, B, H, W, HEADS, HEAD_DIM, WS, SHIFT, mask, dtype=dtype,
-                                         device=DEVICE)
+    _, new_mask, _ = check_window_attention(backend, B, H, W, HEADS, HEAD_DIM, WS, SHIFT, mask, dtype=dtype,
+                                            device=DEVICE)
     assert new_mask.dtype == mask_dtype
 
 

@@ -8,7 +8,7 @@ from typing import Callable, Dict, Iterable, List, Optional
 import torch
 
 from .. import reference as ref
-from ..testing import tolerance
+from ..testing import check_error
 from . import cases as C
 from . import timing
 from .peers import Peer
@@ -40,29 +40,21 @@ def _expected(case: C.AttentionCase, q, k, v, mask, grad_out):
     return out.detach(), new_mask, grads
 
 
-def _within(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float) -> bool:
-    a, e = actual.detach().double(), expected
-    return bool(((a - e).abs() <= atol + rtol * e.abs()).all())
-
-
 def errors(case: C.AttentionCase, got, expected) -> dict:
-    """Max abs errors against the float64 reference and whether they are within the tolerance
-    table's bound for the case's dtype (``mat_kernels.testing.TOLERANCES``)."""
+    """Max abs errors against the float64 reference and whether every output is within its bound
+    by the accuracy rule (``mat_kernels.testing.check_error``, the TOLERANCES row of the case's
+    dtype; None where the table has no row for it)."""
     out, new_mask, grads = got
     e_out, e_mask, e_grads = expected
     dt = case.torch_dtype
-    res = {"max_abs_err": float((out.detach().double() - e_out).abs().max()),
-           "max_abs_err_grad": None, "mask_match": None, "within_tolerance": None}
+    pairs = [("fwd", out, e_out)] + [("bwd", g, eg) for g, eg in zip(grads or (), e_grads or ())]
     try:
-        ok = _within(out, e_out, *tolerance("window_attention", "fwd", dt))
-        if grads is not None:
-            atol, rtol = tolerance("window_attention", "bwd", dt)
-            ok = ok and all(_within(g, eg, atol, rtol) for g, eg in zip(grads, e_grads))
-        res["within_tolerance"] = ok
-    except KeyError:
-        pass  # no tolerance recorded for this dtype: report the errors only
-    if grads is not None:
-        res["max_abs_err_grad"] = max(float((g.double() - eg).abs().max()) for g, eg in zip(grads, e_grads))
+        checks = [check_error(a, e, "window_attention", what, dt) for what, a, e in pairs]
+    except KeyError:  # no tolerance recorded for this dtype: report the errors only
+        checks = None
+    abs_err = [float((a.detach().double() - e).abs().max()) for _, a, e in pairs]
+    res = {"max_abs_err": abs_err[0], "max_abs_err_grad": max(abs_err[1:]) if grads is not None else None,
+           "mask_match": None, "within_tolerance": None if checks is None else all(c.ok for c in checks)}
     if e_mask is not None:
         res["mask_match"] = new_mask is not None and bool((new_mask.double() == e_mask).all())
         if res["within_tolerance"] is not None:

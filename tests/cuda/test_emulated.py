@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mat_kernels import reference
-from mat_kernels.testing import assert_close, assert_mask_equal
+from mat_kernels.testing import assert_close, assert_mask_equal, reference_attention
 
 from ._attention_math import reference_lse
 from ._emulation import DT, emu_bwd, emu_fwd
@@ -85,20 +85,20 @@ def test_attention_forward_and_backward(emu, B, H, W, heads, hd, ws, s, mask_kin
 
 
 def _check_against_reference(emu, q, k, v, mask, ws, s, heads, scale, impl, g):
-    """The emulated forward (``impl``: "default" or "simt") and backward against the reference in
-    a wider dtype: out, new mask, dq, dk, dv. Returns the kernel's (out, lse)."""
+    """The emulated forward (``impl``: "default" or "simt") and backward by the accuracy rule:
+    out, dq, dk, dv against the reference in float64, with the reference run in q's dtype as the
+    in-dtype reference; the new mask exactly. Returns the kernel's (out, lse)."""
     dtype = q.dtype
     out, lse, new_mask = emu_fwd(emu, q, k, v, mask, ws, s, heads, scale, force_simt=impl == "simt")
-    ref_dtype = torch.float64 if dtype == torch.float32 else torch.float32
-    rq, rk, rv = (t.to(ref_dtype).requires_grad_() for t in (q, k, v))
-    ref, ref_mask = reference.window_attention(rq, rk, rv, mask, window_size=ws, shift_size=s, num_heads=heads,
-                                               scale=scale)
-    assert_close(out, ref, OP, "fwd", name="out")
-    assert_mask_equal(new_mask, ref_mask)
     dout = torch.randn(out.shape, generator=g).to(dtype)
+    geometry = dict(window_size=ws, shift_size=s, num_heads=heads, scale=scale)
+    exact, exact_mask = reference_attention((q, k, v), tuple, mask, dout, torch.float64, geometry)
+    in_dtype, _ = reference_attention((q, k, v), tuple, mask, dout, dtype, geometry)
+    assert_close(out, exact[0], OP, "fwd", dtype, "out", reference=in_dtype[0])
+    assert_mask_equal(new_mask, exact_mask)
     grads = emu_bwd(emu, dout, q, k, v, mask, out, lse, ws, s, heads, scale)
-    for name, got, exp in zip(("dq", "dk", "dv"), grads, torch.autograd.grad(ref, (rq, rk, rv), dout.to(ref_dtype))):
-        assert_close(got, exp, OP, "bwd", dtype=dtype, name=name)
+    for name, got, exp, ref in zip(("dq", "dk", "dv"), grads, exact[1:], in_dtype[1:]):
+        assert_close(got, exp, OP, "bwd", dtype, name, reference=ref)
     return out, lse
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mat_kernels.models import Discriminator, Generator
-from mat_kernels.testing import assert_relative_l2
+from mat_kernels.testing import assert_close
 
 RES = 256
 
@@ -60,9 +60,9 @@ def test_generator_bf16_autocast_forward_backward(nets):
     img, mask, z = _inputs()
     ref = _g_step(G, img, mask, z, None)
     out = _g_step(G, img, mask, z, torch.bfloat16)
-    assert_relative_l2(out[0], ref[0], "G", "fwd", torch.bfloat16, "image")
-    assert_relative_l2(out[1], ref[1], "G_stg1", "fwd", torch.bfloat16, "stage-1 image")
-    assert_relative_l2(out[2], ref[2], "G", "bwd", torch.bfloat16, "parameter gradients")
+    assert_close(out[0], ref[0], "G", "fwd", torch.bfloat16, "image")
+    assert_close(out[1], ref[1], "G_stg1", "fwd", torch.bfloat16, "stage-1 image")
+    assert_close(out[2], ref[2], "G", "bwd", torch.bfloat16, "parameter gradients")
     # known pixels are still copied exactly (in the autocast dtype: the copy is an fp32 op here)
     known = mask.expand_as(img).bool()
     assert torch.equal(out[0][known], img[known])
@@ -74,8 +74,8 @@ def test_discriminator_bf16_autocast_forward_backward(nets):
     stg1 = img.flip(-1)
     ref = _d_step(D, img, mask, stg1, None)
     out = _d_step(D, img, mask, stg1, torch.bfloat16)
-    assert_relative_l2(out[0], ref[0], "D", "fwd", torch.bfloat16, "logits")
-    assert_relative_l2(out[1], ref[1], "D", "bwd", torch.bfloat16, "parameter gradients")
+    assert_close(out[0], ref[0], "D", "fwd", torch.bfloat16, "logits")
+    assert_close(out[1], ref[1], "D", "bwd", torch.bfloat16, "parameter gradients")
 
 
 def test_generator_bf16_weights_inference(nets):
@@ -89,8 +89,8 @@ def test_generator_bf16_weights_inference(nets):
         torch.manual_seed(1)
         out, out1 = Gb(img, mask, z, noise_mode="const", return_stg1=True)  # fp32 inputs are accepted
     assert out.dtype == torch.bfloat16 and all(p.dtype == torch.bfloat16 for p in Gb.parameters())
-    assert_relative_l2(out, ref, "G_weights", "fwd", torch.bfloat16, "image")
-    assert_relative_l2(out1, ref1, "G_stg1_weights", "fwd", torch.bfloat16, "stage-1 image")
+    assert_close(out, ref, "G_weights", "fwd", torch.bfloat16, "image")
+    assert_close(out1, ref1, "G_stg1_weights", "fwd", torch.bfloat16, "stage-1 image")
 
 
 @pytest.mark.extended
@@ -123,8 +123,8 @@ def test_channels_last_inputs_give_the_same_results(nets):
         kept = [conv(x).is_contiguous(memory_format=cl) for conv in (enc.conv0,)]
         kept.append(enc.conv1(enc.conv0(x)).is_contiguous(memory_format=cl))
     assert all(kept)
-    assert_relative_l2(out, ref, "channels_last", "fwd", torch.float32, "image")
-    assert_relative_l2(out_d, ref_d, "channels_last", "fwd", torch.float32, "logits")
+    assert_close(out, ref, "channels_last", "fwd", torch.float32, "image")
+    assert_close(out_d, ref_d, "channels_last", "fwd", torch.float32, "logits")
 
 
 # ------------------------------------------------------------------------------------------- GPU
@@ -145,14 +145,14 @@ def test_cuda_autocast_forward_backward_with_fused_backends(nets, backend, dtype
     ref = _g_step(G, img, mask, z, None, "cuda")
     G.set_backend(backend)
     out = _g_step(G, img, mask, z, dtype, "cuda")
-    assert_relative_l2(out[0], ref[0], "G", "fwd", torch.bfloat16, "image")
-    assert_relative_l2(out[1], ref[1], "G_stg1", "fwd", torch.bfloat16, "stage-1 image")
-    assert_relative_l2(out[2], ref[2], "G", "bwd", torch.bfloat16, "parameter gradients")
+    assert_close(out[0], ref[0], "G", "fwd", torch.bfloat16, "image")
+    assert_close(out[1], ref[1], "G_stg1", "fwd", torch.bfloat16, "stage-1 image")
+    assert_close(out[2], ref[2], "G", "bwd", torch.bfloat16, "parameter gradients")
     D.set_backend(backend)
     ref_d = _d_step(D, img, mask, img.flip(-1), None, "cuda")
     out_d = _d_step(D, img, mask, img.flip(-1), dtype, "cuda")
-    assert_relative_l2(out_d[0], ref_d[0], "D", "fwd", torch.bfloat16, "logits")
-    assert_relative_l2(out_d[1], ref_d[1], "D", "bwd", torch.bfloat16, "parameter gradients")
+    assert_close(out_d[0], ref_d[0], "D", "fwd", torch.bfloat16, "logits")
+    assert_close(out_d[1], ref_d[1], "D", "bwd", torch.bfloat16, "parameter gradients")
 
 
 @pytest.mark.gpu
@@ -168,7 +168,7 @@ def test_cuda_half_weights_inference(nets, dtype):
         logits = torch.cat(D.to(dtype)(img, mask, img))
     assert out.dtype == dtype and torch.isfinite(logits).all()
     # bf16's bound covers fp16 (fp16 rounds 8x finer; its range is not reached here)
-    assert_relative_l2(out.float(), ref, "G_weights", "fwd", torch.bfloat16, "image")
+    assert_close(out.float(), ref, "G_weights", "fwd", torch.bfloat16, "image")
 
 
 @pytest.mark.gpu
@@ -190,4 +190,4 @@ def test_cuda_compiled_generator_with_fused_backend_matches_eager(nets, backend)
         torch.manual_seed(1)
         out = torch.compile(G)(img, mask, z, noise_mode="const")
     assert explanation.graph_break_count == 0, [str(b.reason) for b in explanation.break_reasons]
-    assert_relative_l2(out, ref, "compiled", "fwd", torch.float32, "image")
+    assert_close(out, ref, "compiled", "fwd", torch.float32, "image")
