@@ -1,7 +1,7 @@
-"""One semantics for every backend (issue #16): the mask rule on the mask's own values, NaN
-propagation, empty batches, no mask gradient and numpy scalars. Every test runs each backend that
-can run here (reference and, under TRITON_INTERPRET=1, Triton on CPU; Triton and CUDA on a GPU);
-the CUDA kernels are also run on CPU in tests/cuda/test_emulated.py."""
+"""One semantics for every backend: the mask rule on the mask's own values, NaN propagation, empty
+batches, no mask gradient and numpy scalars. Every test runs each backend (on CPU: Triton in the
+interpreter under TRITON_INTERPRET=1 and the CUDA kernels built as host C++,
+tests/backends/running.py; on a GPU the real kernels)."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,9 +11,15 @@ import torch
 from mat_kernels import backends, ops, reference
 from mat_kernels.reference import from_windows
 from mat_kernels.testing import assert_close, assert_mask_equal, check_window_attention
+from tests.backends.running import DEVICE, use_backend
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-BACKENDS = tuple(backends.BACKENDS)
+
+
+@pytest.fixture(scope="module", params=tuple(backends.BACKENDS))
+def backend(request):
+    with use_backend(request.param, request):
+        yield request.param
+
 pytestmark = pytest.mark.filterwarnings("ignore::mat_kernels.cuda.UnverifiedBackendWarning")
 
 # Small geometry: 8x8 grid, window 4, shift 2 (4 shifted windows of 16 tokens), 2 heads of 8.
@@ -63,7 +69,6 @@ RULE_CASES = [
 
 @pytest.mark.parametrize("dtype,mask_dtype,value", RULE_CASES, ids=[f"{str(a)[6:]}-{str(b)[6:]}-{v:g}"
                                                                    for a, b, v in RULE_CASES])
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_mask_rule_uses_the_masks_own_values(backend, dtype, mask_dtype, value):
     """The rule 0 -> -100, 1 -> 0, else the value itself compares the mask as given, never rounded
     to q's dtype, in the output, the gradients and the new mask. The expected values come from the
@@ -99,7 +104,6 @@ def _windows_holding(mask_nan: torch.Tensor) -> torch.Tensor:
     return reference.window_mask_update(mask_nan.isnan(), window_size=WS, shift_size=SHIFT)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_nan_in_the_mask_propagates_to_its_window(backend):
     """A NaN mask value is a NaN key bias: as in the official op sequence, every query of that
     window gets a NaN output row (all heads) and the window's new mask is NaN; other windows are
@@ -124,7 +128,6 @@ def test_nan_in_the_mask_propagates_to_its_window(backend):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64], ids=str)
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_nan_propagates_in_the_mask_rules(backend, dtype):
     mask = _nan_mask(dtype)
     _require(backend, "window_mask_update", dtype=dtype, window_size=WS)
@@ -144,7 +147,6 @@ def test_nan_propagates_in_the_mask_rules(backend, dtype):
 
 
 @pytest.mark.parametrize("mask_kind", [None, "4d", "3d-bool"])
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_empty_batch_attention(backend, mask_kind):
     """B = 0 gives empty results of the right shapes and dtypes, forward and backward."""
     _require_attention(backend, mask_dtype=None if mask_kind is None else torch.float32)
@@ -162,7 +164,6 @@ def test_empty_batch_attention(backend, mask_kind):
     assert all(g_.shape == q.shape and g_.dtype == q.dtype for g_ in grads)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_empty_batch_mask_rules(backend):
     for dtype in (torch.float32, torch.bool):
         mask = torch.ones(0, H, W, 1, dtype=dtype, device=DEVICE)
@@ -175,7 +176,6 @@ def test_empty_batch_mask_rules(backend):
         assert new.shape == ratio.shape == (0, 1, 4, 4) and new.dtype == ratio.dtype == out_dtype
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_mask_gets_no_gradient(backend):
     """Fractional mask values enter the scores, yet the mask is not differentiated in any backend."""
     _require_attention(backend)
@@ -190,7 +190,6 @@ def test_mask_gets_no_gradient(backend):
     assert all(t.grad is not None for t in (q, k, v))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_numpy_scalars_are_accepted(backend):
     """numpy integers (and 0-d integer tensors) where ints are expected, numpy floats for scale:
     the same results as Python numbers."""
@@ -212,7 +211,6 @@ def test_numpy_scalars_are_accepted(backend):
     assert all(torch.equal(a, b) for a, b in zip(got, exp))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_numpy_scalars_in_bias_act(backend):
     _require(backend, "bias_act", dtype=torch.float32, act="lrelu", bias_dtype=torch.float32)
     g = torch.Generator().manual_seed(7)
