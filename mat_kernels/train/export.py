@@ -13,23 +13,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import torch
 
+from .state import CKPT_RE
+
 __all__ = ["export_stem", "export_weights", "export_main"]
 
 PathLike = Union[str, os.PathLike]
-_CKPT_RE = re.compile(r"^checkpoint-(\d{8})\.pt$")
 
 
 def export_stem(ckpt_path: PathLike) -> Path:
     """Where the export of a training checkpoint goes: ``checkpoint-STEP.pt`` -> ``weights-STEP``
     (other names: the checkpoint's stem + ``-weights``), in the same folder."""
     p = Path(ckpt_path)
-    m = _CKPT_RE.match(p.name)
+    m = CKPT_RE.match(p.name)
     return p.parent / (f"weights-{m.group(1)}" if m else f"{p.stem}-weights")
 
 
