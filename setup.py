@@ -88,7 +88,7 @@ setup(
             "mat-info=mat_kernels.cli.info:main",
             "mat-inpaint=mat_kernels.cli.inpaint:main",
             "mat-iopaint=mat_kernels.iopaint:main",
-            "mat-train=mat_kernels.train.__main__:main",
+            "mat-train=mat_kernels.cli.train:main",
         ],
     },
     ext_modules=ext_modules,
