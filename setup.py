@@ -84,7 +84,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "mat-bench=mat_kernels.bench.__main__:main",
+            "mat-bench=mat_kernels.cli.bench:main",
             "mat-info=mat_kernels.cli.info:main",
             "mat-inpaint=mat_kernels.cli.inpaint:main",
             "mat-iopaint=mat_kernels.iopaint:main",
