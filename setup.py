@@ -87,7 +87,7 @@ setup(
             "mat-bench=mat_kernels.cli.bench:main",
             "mat-info=mat_kernels.cli.info:main",
             "mat-inpaint=mat_kernels.cli.inpaint:main",
-            "mat-iopaint=mat_kernels.iopaint:main",
+            "mat-iopaint=mat_kernels.cli.iopaint:main",
             "mat-train=mat_kernels.cli.train:main",
         ],
     },
