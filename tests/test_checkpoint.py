@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from mat_kernels import checkpoint as ckpt
+from mat_kernels import models
 from mat_kernels.checkpoint import CheckpointError
 
 # ----------------------------------------------------------------------------------------------
@@ -539,20 +540,9 @@ def test_check_state_dict_warns_on_extra(manifest256):
 # ----------------------------------------------------------------------------------------------
 
 
-def _models():
-    try:
-        import mat_kernels.models as models
-    except ModuleNotFoundError as exc:
-        if exc.name == "mat_kernels.models":
-            pytest.skip("mat_kernels.models is not in the tree yet")
-        raise
-    return models
-
-
 @pytest.fixture(scope="module")
 def g256_formats(tmp_path_factory):
     """A random-init 256 generator and the same weights in all three formats."""
-    models = _models()
     torch.manual_seed(7)
     G = models.Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3).eval()
     # Non-trivial buffers too (w_avg is zeros at init).
@@ -602,7 +592,7 @@ def test_load_generator_matches_source(g256_formats, fmt):
     official-format load is compared in the next test, the others under the extended mark."""
     G, paths = g256_formats
     loaded = ckpt.load_generator(paths[fmt], resolution=256)
-    assert isinstance(loaded, _models().Generator)
+    assert isinstance(loaded, models.Generator)
     assert not loaded.training
     assert all(not p.requires_grad for p in loaded.parameters())
     _assert_same_state_dict(loaded.state_dict(), G.state_dict())
@@ -642,7 +632,6 @@ def test_load_generator_missing_entry(g256_formats, tmp_path):
 
 
 def test_load_discriminator_from_official_pickle(official_names, tmp_path):
-    models = _models()
     torch.manual_seed(3)
     D = models.Discriminator(c_dim=0, img_resolution=256, img_channels=3).eval()
     G_stub = nn.Module()

@@ -375,12 +375,7 @@ def test_python_m_help():
 
 
 def test_end_to_end_real_generator(tmp_path):
-    try:
-        from mat_kernels.models import Generator
-    except ModuleNotFoundError as exc:
-        if exc.name == "mat_kernels.models":
-            pytest.skip("mat_kernels.models is not in the tree yet")
-        raise
+    from mat_kernels.models import Generator
     torch.manual_seed(11)
     G = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3).eval()
     cfg = ckpt.save_checkpoint(tmp_path / "ckpt" / "mat256", G)
@@ -415,12 +410,7 @@ def test_end_to_end_real_generator(tmp_path):
 @pytest.mark.parametrize("fit", ["pad", "resize"])
 def test_real_generator_other_sizes(tmp_path, fit):
     """A 200 x 300 image through the real 256 generator: pad runs a 256 x 512 forward."""
-    try:
-        from mat_kernels.models import Generator
-    except ModuleNotFoundError as exc:
-        if exc.name == "mat_kernels.models":
-            pytest.skip("mat_kernels.models is not in the tree yet")
-        raise
+    from mat_kernels.models import Generator
     torch.manual_seed(12)
     G = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3).eval()
     cfg = ckpt.save_checkpoint(tmp_path / "mat256", G)
