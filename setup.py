@@ -84,11 +84,11 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "mat-bench=mat_kernels.bench.__main__:main",
-            "mat-info=mat_kernels.info:main",
+            "mat-bench=mat_kernels.cli.bench:main",
+            "mat-info=mat_kernels.cli.info:main",
             "mat-inpaint=mat_kernels.cli.inpaint:main",
-            "mat-iopaint=mat_kernels.iopaint:main",
-            "mat-train=mat_kernels.train.__main__:main",
+            "mat-iopaint=mat_kernels.cli.iopaint:main",
+            "mat-train=mat_kernels.cli.train:main",
         ],
     },
     ext_modules=ext_modules,

@@ -1,6 +1,6 @@
 """MAT's window attention, every implementation, with pytest-benchmark.
 
-The same cases as ``python -m mat_kernels.bench`` (9 shapes x batch 1, 8 x fp32, bf16 x fwd,
+The same cases as ``mat-bench`` (9 shapes x batch 1, 8 x fp32, bf16 x fwd,
 fwd+bwd x 6 peers) on CUDA, and the reference and SDPA peers at small grids on CPU. A peer that
 cannot run a case is skipped with its reason. Ideal bytes and FLOPs are in ``extra_info``.
 """

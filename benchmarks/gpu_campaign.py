@@ -434,7 +434,7 @@ def run_bench_core(args, device, out: Output) -> int:
                 "cases": [c.id for c in bench_cases(args.rehearse)]}
     if args.rehearse:
         out.note("rehearsal: CPU timings (perf_counter, 1 repeat) at a 16x16 grid, B=1; not GPU results")
-    from mat_kernels.bench.__main__ import _configure_compiler
+    from mat_kernels.bench.run import configure_compiler as _configure_compiler
     _configure_compiler()
     rows: List[dict] = []
     result = report.make_result("gpu-campaign-bench-core", environment, settings, out.data["notes"], rows, [], 0.0)

@@ -142,7 +142,7 @@ tier_env() {
     command -v nvcc >/dev/null && nvcc --version | tail -2 || echo "nvcc: not found";
     git -C "$ROOT" rev-parse HEAD 2>/dev/null; git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | head -20
   } > "$LOGS/env/system.txt" 2>&1
-  run env/info.log "$(tier_left)" $PY -m mat_kernels.info --json "$LOGS/env/info.json" --no-check || rc=$?
+  run env/info.log "$(tier_left)" $PY -m mat_kernels.cli.info --json "$LOGS/env/info.json" --no-check || rc=$?
   command -v nvidia-smi >/dev/null || NOTE="no nvidia-smi (no GPU here)"
   return $rc
 }

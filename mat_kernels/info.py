@@ -1,4 +1,4 @@
-"""``python -m mat_kernels.info`` (console script ``mat-info``): what this machine can run.
+"""What this machine can run: the report behind ``mat-info`` (:mod:`mat_kernels.cli.info`).
 
 Prints the versions (Python, torch, triton, CUDA), the device, whether the compiled extension
 ``mat_kernels._C`` is built (and why not), every op x backend with its availability or the
@@ -13,11 +13,8 @@ failure: its reasons are the answer).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
-import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -255,35 +252,3 @@ def format_report(rep: dict) -> str:
         lines.append(f"  {'PASS' if c['passed'] else 'FAIL'}  {c['op']:<25}{c['backend']:<8}{c['dtype']:<6}"
                      f"max err {err}{gerr}  ({c['seconds']} s)" + (f"\n        {c['message']}" if c["message"] else ""))
     return "\n".join(lines)
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    from .cli.usage import plain, prog
-    p = argparse.ArgumentParser(prog=prog("mat-info", "mat_kernels.info"), description=plain(__doc__),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--json", metavar="PATH", default=None, help="also write the report as JSON to PATH")
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--check", dest="check", action="store_const", const=True, default=None,
-                   help="run the quick check even off CUDA (e.g. Triton under TRITON_INTERPRET=1: slow)")
-    g.add_argument("--no-check", dest="check", action="store_const", const=False, help="skip the quick check")
-    args = p.parse_args(argv)
-    try:
-        device = torch.device(args.device) if args.device else None
-    except RuntimeError as exc:
-        p.error(f"--device: {exc}")
-    if device is not None and device.type == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda given but torch.cuda.is_available() is False")
-    rep = collect(device, args.check)
-    print(format_report(rep))
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(rep, f, indent=1, default=str)
-            f.write("\n")
-        print(f"\nwrote {args.json}", file=sys.stderr)
-    return 1 if any(not c["passed"] for c in rep["checks"]) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,7 +14,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).resolve().parent / "data"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def shared_data_dir() -> Path:
@@ -31,25 +31,25 @@ def _seed():
 @pytest.fixture(scope="session")
 def official_cases():
     """The recorded official outputs: the full file from the shared data folder when it is there,
-    else the subset shipped in tests/data (every case but the largest Swin block; each case keeps
+    else the subset shipped in tests/fixtures (every case but the largest Swin block; each case keeps
     its position in the full file as ``full_index``)."""
     path = shared_data_dir() / "official_cases.pt"
     if not path.exists():
         # On CI the shared folder is always present: a missing file is a failure, not a fallback.
         if os.environ.get("CI"):
             pytest.fail(f"official cases not found at {path}")
-        path = DATA / "official_cases_subset.pt"
+        path = FIXTURES / "official_cases_subset.pt"
     return torch.load(path, weights_only=True)
 
 
 @pytest.fixture(scope="session")
 def manifest512():
-    return json.loads((DATA / "mat512_state_dict_manifest.json").read_text())
+    return json.loads((FIXTURES / "mat512_state_dict_manifest.json").read_text())
 
 
 @pytest.fixture(scope="session")
 def manifest256():
-    return json.loads((DATA / "mat256_state_dict_manifest.json").read_text())
+    return json.loads((FIXTURES / "mat256_state_dict_manifest.json").read_text())
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,4 +1,4 @@
-"""``python -m mat_kernels.info``: every op x backend with its availability or reasons, exit 0 on
+"""``mat-info`` (mat_kernels.info and mat_kernels.cli.info): every op x backend with its availability or reasons, exit 0 on
 a machine where nothing failed, and a JSON report of a fixed shape (checked by hand: jsonschema
 is not a dependency)."""
 from __future__ import annotations
@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from mat_kernels import backends, info
+from mat_kernels.cli import info as info_cli
 
 # key -> type (or tuple of types) of the report and of its rows.
 TOP = {"schema": str, "versions": dict, "device": dict, "extension": dict, "backends": list, "auto": list,
@@ -60,7 +61,7 @@ def test_validate_rejects_a_broken_report():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU report; on a GPU the quick check runs instead")
 def test_cli_on_cpu_lists_every_backend_with_reasons(tmp_path):
     path = tmp_path / "info.json"
-    proc = subprocess.run([sys.executable, "-m", "mat_kernels.info", "--json", str(path)],
+    proc = subprocess.run([sys.executable, "-m", "mat_kernels.cli.info", "--json", str(path)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
@@ -94,7 +95,7 @@ def test_a_failing_check_is_reported_and_sets_the_exit_status(monkeypatch, capsy
 
     monkeypatch.setattr(info, "availability", fake_rows)
     monkeypatch.setitem(info.CHECKS, "window_mask_update", mismatch)
-    assert info.main(["--device", "cpu", "--check"]) == 1
+    assert info_cli.main(["--device", "cpu", "--check"]) == 1
     out = capsys.readouterr().out
     assert "FAIL  window_mask_update" in out and "new_mask differs at [0, 3]" in out
 
@@ -109,5 +110,5 @@ def test_the_checks_agree_for_the_reference_on_cpu():
 
 def test_bad_device_names_the_argument(capsys):
     with pytest.raises(SystemExit):
-        info.main(["--device", "nonsense"])
+        info_cli.main(["--device", "nonsense"])
     assert "--device" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""mat_kernels.iopaint (``mat-iopaint``) against a real IOPaint, and IOPaint's weight layout.
+"""mat_kernels.iopaint and mat_kernels.cli.iopaint (``mat-iopaint``) against a real IOPaint, and IOPaint's weight layout.
 
 The tests marked ``needs_iopaint`` run where IOPaint is installed: ``.ci/run`` runs this file in
 a second venv with ``iopaint==1.6.0`` and ``MAT_KERNELS_REQUIRE_IOPAINT=1``, which turns a
@@ -25,6 +25,7 @@ import torch
 
 import mat_kernels
 from mat_kernels import iopaint as mi
+from mat_kernels.cli import iopaint as mi_cli
 from mat_kernels.checkpoint import CheckpointError, load_generator
 from mat_kernels.models import Generator
 
@@ -54,7 +55,7 @@ def test_missing_iopaint_is_a_one_line_error(monkeypatch, capsys):
         mi.require_iopaint()
     assert "\n" not in str(err.value) and "mat_kernels[iopaint]" in str(err.value)
     with pytest.raises(SystemExit) as code:
-        mi.main(["start", "--model", "mat"])
+        mi_cli.main(["start", "--model", "mat"])
     assert code.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mat-iopaint: error: IOPaint is not installed")
@@ -233,7 +234,7 @@ def test_launcher_bad_checkpoint_is_one_line(iopaint_weights, tmp_path, capsys, 
     if damage != "absent":
         torch.save(sd, path)
     with pytest.raises(SystemExit) as code:
-        mi.main(["--mat-checkpoint", str(path), "start", "--model", "mat", "--port", "1"])
+        mi_cli.main(["--mat-checkpoint", str(path), "start", "--model", "mat", "--port", "1"])
     assert code.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mat-iopaint: error:") and str(path) in lines[0]
@@ -304,7 +305,7 @@ def test_iopaints_http_server_runs_our_model(iopaint_weights, iopaint_mat, tmp_p
     port = _free_port()
     log = open(tmp_path / "server.log", "w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "mat_kernels.iopaint", "--mat-checkpoint", str(iopaint_weights), "start",
+        [sys.executable, "-m", "mat_kernels.cli.iopaint", "--mat-checkpoint", str(iopaint_weights), "start",
          "--model", "mat", "--device", "cpu", "--host", "127.0.0.1", "--port", str(port),
          "--model-dir", str(tmp_path / "models")],
         env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)

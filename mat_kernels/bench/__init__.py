@@ -1,6 +1,6 @@
 """Benchmarks of MAT's window attention and of the MAT model, by implementation.
 
-``python -m mat_kernels.bench`` runs them (see ``__main__``); the pieces are importable for
+``mat-bench`` (:mod:`mat_kernels.cli.bench`) runs them through ``run``; the pieces are importable for
 the pytest-benchmark suite under ``benchmarks/`` and for tests: ``cases`` (the shapes and
 the ideal byte/FLOP counts), ``peers`` (the implementations), ``suite`` (one case across the
 peers), ``timing``, ``model``, ``report`` and ``env``.

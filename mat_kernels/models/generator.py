@@ -1,7 +1,7 @@
 """MAT's generator: a transformer first stage and a StyleGAN2-like conv U-Net second stage.
 
 Module and parameter names are the released ones, so official state dicts load with
-``strict=True`` (checked against ``tests/data/mat{256,512}_state_dict_manifest.json``).
+``strict=True`` (checked against ``tests/fixtures/mat{256,512}_state_dict_manifest.json``).
 Images are (B, C, H, W) in [-1, 1], masks (B, 1, H, W) with 1 = known, 0 = hole.
 """
 from __future__ import annotations

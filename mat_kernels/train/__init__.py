@@ -2,11 +2,11 @@
 
 Usage (the README's Places-512 recipe on 8 GPUs; defaults follow it)::
 
-    torchrun --nproc_per_node 8 -m mat_kernels.train --data /data/places/train \\
+    torchrun --nproc_per_node 8 -m mat_kernels.cli.train --data /data/places/train \\
         --val-data /data/places/val --out-dir runs/places512 --resolution 512 --batch 32 \\
         --vgg-path ~/.cache/torch/hub/checkpoints/vgg19-dcbbb3f4.pth --amp
     # continue after an interruption, bit for bit (same number of ranks):
-    torchrun --nproc_per_node 8 -m mat_kernels.train ... --resume latest
+    torchrun --nproc_per_node 8 -m mat_kernels.cli.train ... --resume latest
 
 The options are checked before any network is built (:mod:`.preflight`); a bad one ends
 ``mat-train`` with one ``mat-train: error: --flag: ...`` line (exit status 2).

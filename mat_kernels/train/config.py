@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mat-train",
         usage="mat-train --data DIR [options]  (all options: mat-train --help; or: mat-train export CKPT [OUT])",
         description="Train MAT (Mask-Aware Transformer) with the fused layers. Launch with "
-                    "`torchrun --nproc_per_node N -m mat_kernels.train ...` (NCCL on GPU, gloo on CPU).",
+                    "`torchrun --nproc_per_node N -m mat_kernels.cli.train ...` (NCCL on GPU, gloo on CPU).",
         epilog="Before any network is built, the run is checked: image folders, VGG19 weights (or "
                "--pcp-ratio 0), the --resume checkpoint, and the memory the batch needs. Yes/no options "
                "are plain flags (--compile, --no-mirror). `mat-train export CKPT [OUT]` writes the G_ema "

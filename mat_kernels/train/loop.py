@@ -32,7 +32,6 @@ import json
 import math
 import os
 import random
-import re
 import sys
 import time
 from typing import Dict, List, Optional
@@ -49,12 +48,10 @@ from .config import ConfigError, TrainConfig
 from .export import export_stem, export_weights
 from .preflight import has_tensorboard, preflight
 from .samples import COLUMNS, labelled_grid
+from .state import CKPT_RE, find_latest_checkpoint, load_training_state, save_training_state
 
 __all__ = ["train", "build_networks", "save_training_state", "load_training_state", "find_latest_checkpoint",
            "enable_grad_checkpointing", "parameter_digest"]
-
-CKPT_RE = re.compile(r"^checkpoint-(\d{8})\.pt$")
-
 
 # --------------------------------------------------------------------------------------------- setup
 def _init_distributed(cfg: TrainConfig):
@@ -157,22 +154,6 @@ def parameter_digest(*modules) -> str:
     return h.hexdigest()
 
 
-def find_latest_checkpoint(out_dir: str) -> Optional[str]:
-    if not os.path.isdir(out_dir):
-        return None
-    found = sorted((int(m.group(1)), f) for f in os.listdir(out_dir) if (m := CKPT_RE.match(f)))
-    return os.path.join(out_dir, found[-1][1]) if found else None
-
-
-def save_training_state(path: str, state: dict) -> None:
-    """Write a training checkpoint (networks, optimisers, RNG states, step; not the inference
-    format of :func:`mat_kernels.checkpoint.save_checkpoint`): torch.save to a temporary file in
-    the same folder, then os.replace (atomic on POSIX)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
 def _load_network(module: torch.nn.Module, state: Dict[str, torch.Tensor], name: str) -> None:
     """load_state_dict, with a one-line error instead of the list of every mismatch."""
     own = module.state_dict()
@@ -185,12 +166,6 @@ def _load_network(module: torch.nn.Module, state: Dict[str, torch.Tensor], name:
                           f"({len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} other shapes, "
                           f"e.g. {first!r}); resume with the options it was trained with")
     module.load_state_dict(state)
-
-
-def load_training_state(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"resume: checkpoint {path!r} does not exist")
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 # --------------------------------------------------------------------------------------------- trainer

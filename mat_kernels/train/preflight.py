@@ -26,6 +26,7 @@ from typing import List, Optional, Tuple
 import torch
 
 from .config import DEFAULT_CUDA_BATCH, MAX_CPU_BATCH, ConfigError, TrainConfig
+from .state import find_latest_checkpoint
 
 __all__ = ["Preflight", "preflight", "estimate_memory", "available_memory", "resolve_amp", "has_tensorboard"]
 
@@ -158,7 +159,6 @@ def _resume_source(cfg: TrainConfig) -> Tuple[Optional[str], Optional[dict]]:
     """(path, stored config) of the --resume checkpoint, read without loading its tensors."""
     if cfg.resume is None:
         return None, None
-    from .loop import find_latest_checkpoint
     path = cfg.resume
     if path == "latest":
         path = find_latest_checkpoint(cfg.out_dir)

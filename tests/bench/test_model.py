@@ -107,7 +107,7 @@ def test_precision_rows_report_their_error_against_fp32(monkeypatch):
 
 
 def test_bad_model_dtype_names_the_argument(capsys):
-    from mat_kernels.bench.__main__ import parser
+    from mat_kernels.cli.bench import parser
     with pytest.raises(SystemExit):
         parser().parse_args(["--model", "--model-dtypes", "fp32,fp8"])
     err = capsys.readouterr().err

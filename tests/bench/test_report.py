@@ -4,7 +4,7 @@ import json
 import pytest
 
 from mat_kernels.bench import report
-from mat_kernels.bench.__main__ import main
+from mat_kernels.cli.bench import main
 
 
 @pytest.fixture(scope="module")
@@ -178,11 +178,11 @@ def test_usage_names_the_command_that_was_run(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    assert out.startswith("usage: mat-bench ") and "``" not in out and "python -m mat_kernels.bench" in out
-    monkeypatch.setattr("sys.argv", ["/x/mat_kernels/bench/__main__.py", "--help"])
+    assert out.startswith("usage: mat-bench ") and "``" not in out and "python -m mat_kernels.cli.bench" in out
+    monkeypatch.setattr("sys.argv", ["/x/mat_kernels/cli/bench.py", "--help"])
     with pytest.raises(SystemExit):
         main(["--help"])
-    assert capsys.readouterr().out.startswith("usage: python -m mat_kernels.bench ")
+    assert capsys.readouterr().out.startswith("usage: python -m mat_kernels.cli.bench ")
 
 
 def test_model_estimate_on_cpu_is_printed_before_the_model_runs(monkeypatch, capsys):

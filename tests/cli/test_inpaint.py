@@ -19,6 +19,7 @@ from torch import nn
 
 from mat_kernels import checkpoint as ckpt
 from mat_kernels.data import images as io
+from mat_kernels import inpaint as ip
 from mat_kernels.cli import inpaint
 
 FILL = 0.25
@@ -61,7 +62,7 @@ def _block_mask(h, w):
 def test_fit_pad(h, w):
     G = FakeG(R=16)
     image, mask = _rand_image(h, w), _block_mask(h, w)
-    out = inpaint.inpaint_array(G, image, mask, torch.zeros(1, 4), fit="pad", noise_mode="const")
+    out = ip.inpaint_array(G, image, mask, torch.zeros(1, 4), fit="pad", noise_mode="const")
     assert out.shape == image.shape and out.dtype == np.uint8
     known = mask == 1
     assert np.array_equal(out[known], image[known])
@@ -78,7 +79,7 @@ def test_fit_resize(h, w):
     G = FakeG(R=16)
     image, mask = _rand_image(h, w), _block_mask(h, w)
     mask[:, w - 2] = 0  # a one-pixel hole line: must stay a hole after downscaling
-    out = inpaint.inpaint_array(G, image, mask, torch.zeros(1, 4), fit="resize", noise_mode="const")
+    out = ip.inpaint_array(G, image, mask, torch.zeros(1, 4), fit="resize", noise_mode="const")
     assert out.shape == image.shape
     known = mask == 1
     assert np.array_equal(out[known], image[known])
@@ -101,9 +102,9 @@ def _holes(h, w, boxes):
 
 
 def test_choose_fit_pads_up_to_twice_r_and_crops_above():
-    assert inpaint.choose_fit(1024, 1024, 512) == "pad"
-    assert inpaint.choose_fit(1080, 1920, 512) == "crop"
-    assert inpaint.choose_fit(32, 33, 16) == "crop"
+    assert ip.choose_fit(1024, 1024, 512) == "pad"
+    assert ip.choose_fit(1080, 1920, 512) == "crop"
+    assert ip.choose_fit(32, 33, 16) == "crop"
 
 
 @pytest.mark.parametrize("case, boxes, n_windows", [
@@ -120,9 +121,9 @@ def test_fit_crop_fills_every_hole_and_keeps_known_pixels(case, boxes, n_windows
     mask = _holes(H, W, boxes)
     hole = mask < 1
     image[hole] = 0  # what the network must never see, nor leave
-    owner, windows = inpaint.crop_windows(mask, R, margin)
+    owner, windows = ip.crop_windows(mask, R, margin)
     assert len(windows) == n_windows, case
-    out = inpaint.inpaint_array(G, image, mask, torch.zeros(1, 4), fit="crop", crop_margin=margin)
+    out = ip.inpaint_array(G, image, mask, torch.zeros(1, 4), fit="crop", crop_margin=margin)
     assert np.array_equal(out[~hole], image[~hole])
     assert np.all(out[hole] > 50), "a hole pixel was not filled"
     assert len(G.calls) == n_windows and all(c["shape"] == (R, R) for c in G.calls)
@@ -140,9 +141,9 @@ def test_fit_crop_windows_at_the_photos_scale_see_only_known_pixels_as_known():
     G = FakeG(R=R)
     mask = _holes(64, 64, [(10, 12, 10, 12), (10, 12, 24, 26)])   # two regions, margin 0
     image = _rand_image(64, 64)
-    owner, windows = inpaint.crop_windows(mask, R, 0)
+    owner, windows = ip.crop_windows(mask, R, 0)
     assert len(windows) == 2
-    inpaint.inpaint_array(G, image, mask, torch.zeros(1, 4), fit="crop", crop_margin=0)
+    ip.inpaint_array(G, image, mask, torch.zeros(1, 4), fit="crop", crop_margin=0)
     first, second = G.calls
     # The first window holds both holes: the second region's hole is a hole there too.
     t, b, l, r = windows[0][1]
@@ -178,7 +179,7 @@ def test_fit_crop_with_the_real_generator():
     hole = mask < 1
     image[hole] = 0
     torch.manual_seed(240)
-    out = inpaint.inpaint_array(G, image, mask, torch.randn(1, 512), fit="crop", crop_margin=16)
+    out = ip.inpaint_array(G, image, mask, torch.randn(1, 512), fit="crop", crop_margin=16)
     assert np.array_equal(out[~hole], image[~hole])
     assert (out[hole] != 0).any(axis=-1).mean() > 0.99
 
@@ -186,7 +187,7 @@ def test_fit_crop_with_the_real_generator():
 def test_fit_crop_of_a_photo_without_holes_runs_nothing():
     G = FakeG(R=16)
     image = _rand_image(40, 50)
-    out = inpaint.inpaint_array(G, image, np.ones((40, 50), np.float32), torch.zeros(1, 4), fit="crop")
+    out = ip.inpaint_array(G, image, np.ones((40, 50), np.float32), torch.zeros(1, 4), fit="crop")
     assert np.array_equal(out, image) and G.calls == []
 
 
@@ -195,7 +196,7 @@ def test_fit_resize_deep_hole_value():
     image = _rand_image(64, 64)
     mask = np.ones((64, 64), np.float32)
     mask[8:56, 8:56] = 0
-    out = inpaint.inpaint_array(G, image, mask, torch.zeros(1, 4), fit="resize")
+    out = ip.inpaint_array(G, image, mask, torch.zeros(1, 4), fit="resize")
     assert np.all(np.abs(out[20:44, 20:44].astype(int) - FILL_U8) <= 1)
 
 
@@ -204,7 +205,7 @@ def test_grey_mask_blends_and_white_is_exact():
     image = _rand_image(16, 16)
     mask = np.full((16, 16), 0.5, np.float32)
     mask[:8] = 1.0
-    out = inpaint.inpaint_array(G, image, mask, torch.zeros(1, 4))
+    out = ip.inpaint_array(G, image, mask, torch.zeros(1, 4))
     assert np.array_equal(out[:8], image[:8])
     want = np.round((image[8:] / 127.5 - 1) * 0.5 * 127.5 + FILL * 0.5 * 127.5 + 127.5)
     assert np.max(np.abs(out[8:].astype(int) - want.astype(int))) <= 1
@@ -212,9 +213,9 @@ def test_grey_mask_blends_and_white_is_exact():
 
 def test_inpaint_array_rejects_mismatch():
     with pytest.raises(ValueError, match="mask is 5x4 but the image is 6x4"):
-        inpaint.inpaint_array(FakeG(), _rand_image(4, 6), np.ones((4, 5), np.float32), torch.zeros(1, 4))
+        ip.inpaint_array(FakeG(), _rand_image(4, 6), np.ones((4, 5), np.float32), torch.zeros(1, 4))
     with pytest.raises(ValueError, match="fit must be one of"):
-        inpaint.inpaint_array(FakeG(), _rand_image(4, 6), np.ones((4, 6), np.float32), torch.zeros(1, 4), fit="tile")
+        ip.inpaint_array(FakeG(), _rand_image(4, 6), np.ones((4, 6), np.float32), torch.zeros(1, 4), fit="tile")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -374,12 +375,7 @@ def test_python_m_help():
 
 
 def test_end_to_end_real_generator(tmp_path):
-    try:
-        from mat_kernels.models import Generator
-    except ModuleNotFoundError as exc:
-        if exc.name == "mat_kernels.models":
-            pytest.skip("mat_kernels.models is not in the tree yet")
-        raise
+    from mat_kernels.models import Generator
     torch.manual_seed(11)
     G = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3).eval()
     cfg = ckpt.save_checkpoint(tmp_path / "ckpt" / "mat256", G)
@@ -414,12 +410,7 @@ def test_end_to_end_real_generator(tmp_path):
 @pytest.mark.parametrize("fit", ["pad", "resize"])
 def test_real_generator_other_sizes(tmp_path, fit):
     """A 200 x 300 image through the real 256 generator: pad runs a 256 x 512 forward."""
-    try:
-        from mat_kernels.models import Generator
-    except ModuleNotFoundError as exc:
-        if exc.name == "mat_kernels.models":
-            pytest.skip("mat_kernels.models is not in the tree yet")
-        raise
+    from mat_kernels.models import Generator
     torch.manual_seed(12)
     G = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3).eval()
     cfg = ckpt.save_checkpoint(tmp_path / "mat256", G)
@@ -572,7 +563,7 @@ def test_cli_modes_keep_known_pixels(fake_loader, tmp_path, mode, ext):
 
 
 def test_cli_sixteen_bit_colour_warns_and_writes_eight_bit(fake_loader, tmp_path, capsys):
-    from tests.test_images import png16
+    from tests.data.test_images import png16
     _, _, ck = fake_loader
     a = np.random.RandomState(2).randint(0, 65536, (16, 20, 3)).astype(np.uint16)
     (tmp_path / "in").mkdir()

@@ -1,15 +1,14 @@
 """--help names the command as it was run and shows docstrings without reST markup."""
 import pytest
 
-from mat_kernels import info
-from mat_kernels.cli import usage
+from mat_kernels.cli import info, usage
 
 
 def test_prog_follows_argv0(monkeypatch):
     monkeypatch.setattr("sys.argv", ["/venv/bin/mat-info"])
-    assert usage.prog("mat-info", "mat_kernels.info") == "mat-info"
-    monkeypatch.setattr("sys.argv", ["/src/mat_kernels/info.py"])
-    assert usage.prog("mat-info", "mat_kernels.info") == "python -m mat_kernels.info"
+    assert usage.prog("mat-info", "mat_kernels.cli.info") == "mat-info"
+    monkeypatch.setattr("sys.argv", ["/src/mat_kernels/cli/info.py"])
+    assert usage.prog("mat-info", "mat_kernels.cli.info") == "python -m mat_kernels.cli.info"
 
 
 def test_plain_strips_literals_and_roles():

@@ -1,6 +1,6 @@
 """The deterministic weights and inputs of the official-parity recording (no official code here).
 
-``tests/data/official_model_outputs_256.pt`` was produced by running the official networks with
+``tests/fixtures/official_model_outputs.pt`` was produced by running the official networks with
 exactly these functions (see tests/models/test_official_parity.py), so the test can rebuild the
 same weights and inputs for mat_kernels' networks.
 """

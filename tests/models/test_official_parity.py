@@ -1,6 +1,6 @@
 """mat_kernels' Generator/Discriminator against outputs recorded from the official code.
 
-How ``tests/data/official_model_outputs.pt`` was produced (the recording script imports the
+How ``tests/fixtures/official_model_outputs.pt`` was produced (the recording script imports the
 official code, so it is not in the repository): the official repository fenglinglwb/MAT at
 commit d273d89 was checked out outside this repo (``networks/``, ``torch_utils/``, ``dnnlib/``;
 timm replaced by a stub with ``to_2tuple``, the only timm name it calls, and ``requests``
@@ -38,7 +38,7 @@ from mat_kernels.testing import assert_close
 
 from ._parity import G_RUNS, SUBSAMPLE, discriminator_inputs, parity_batch, parity_state_dict
 
-RECORDING = Path(__file__).resolve().parents[1] / "data" / "official_model_outputs.pt"
+RECORDING = Path(__file__).resolve().parents[1] / "fixtures" / "official_model_outputs.pt"
 RUNS = {run[0]: run[1:] for run in G_RUNS}
 
 

@@ -1,7 +1,7 @@
 """Record the official MAT TwoStageLoss / PerceptualLoss on the tiny stand-in networks.
 
 Not a test: run once by hand where the official repository is available, to (re)write
-tests/train/data/official_two_stage_loss.pt, which test_official_parity.py compares against.
+tests/fixtures/official_two_stage_loss.pt, which test_official_parity.py compares against.
 
     PYTHONPATH=<official MAT checkout>:<stubs>:<this repo> python tests/train/record_official_loss.py
 
@@ -80,7 +80,7 @@ def main():
                         G, D, img, mask, c, official=True)
     pcp, style = OfficialPCP(layer_weights=dict(conv4_4=1 / 4, conv5_4=1 / 2), use_style_loss=True)(x, y)
     out = {"phases": phases, "pcp": pcp.detach(), "style": style.detach(), "torch": str(torch.__version__)}
-    dst = os.path.join(os.path.dirname(__file__), "data", "official_two_stage_loss.pt")
+    dst = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "official_two_stage_loss.pt")
     torch.save(out, dst)
     print("wrote", dst)
 

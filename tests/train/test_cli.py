@@ -19,7 +19,7 @@ from PIL import Image
 
 from mat_kernels.train import TrainConfig, build_parser, config_from_args, train
 from mat_kernels.train import loop, preflight as pf
-from mat_kernels.train.__main__ import main
+from mat_kernels.cli.train import main
 from mat_kernels.train.samples import COLUMNS, labelled_grid
 
 REPO = Path(__file__).resolve().parents[2]
@@ -147,7 +147,7 @@ def test_bad_checkpoint_modules_is_a_one_line_error(image_dirs, tmp_path, capsys
 
 def test_cli_error_from_a_real_process_has_no_traceback(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run([sys.executable, "-m", "mat_kernels.train", "--data", str(tmp_path / "nope")],
+    r = subprocess.run([sys.executable, "-m", "mat_kernels.cli.train", "--data", str(tmp_path / "nope")],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip().splitlines()[-1] == f"mat-train: error: --data: folder {str(tmp_path / 'nope')!r} does not exist"
@@ -278,7 +278,7 @@ def test_final_progress_bar_line_is_drawn_once_on_a_terminal(image_dirs, tmp_pat
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 150, 0, 0))
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "mat_kernels.train", *argv], cwd=REPO, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "mat_kernels.cli.train", *argv], cwd=REPO, env=env,
                             stdin=slave, stdout=slave, stderr=slave)
     os.close(slave)
     chunks = []

@@ -1,6 +1,6 @@
 """TwoStageLoss and PerceptualLoss against outputs recorded from the official MAT code.
 
-data/official_two_stage_loss.pt was written by record_official_loss.py, which runs the official
+tests/fixtures/official_two_stage_loss.pt was written by record_official_loss.py, which runs the official
 losses/loss.py and losses/pcp.py on the tiny stand-in networks (same seeds and inputs as here).
 Each phase must give the same gradients and w_avg buffers (only the first mapping pass updates
 it) and leave the torch RNG at the same position (style mixing's draw order: the next draw is
@@ -20,7 +20,7 @@ from mat_kernels.train.losses import PerceptualLoss, TwoStageLoss
 
 from .record_official_loss import LOSS_KW, make_inputs, make_vgg_and_pair, run_phases
 
-DATA = Path(__file__).resolve().parent / "data" / "official_two_stage_loss.pt"
+DATA = Path(__file__).resolve().parents[1] / "fixtures" / "official_two_stage_loss.pt"
 
 
 @pytest.fixture(scope="module")

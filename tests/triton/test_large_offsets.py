@@ -20,8 +20,6 @@ import torch
 
 from mat_kernels.triton import _common
 
-pytest.importorskip("mat_kernels.triton.window_attention")
-
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("no CUDA device and TRITON_INTERPRET is not 1", allow_module_level=True)

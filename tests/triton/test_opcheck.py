@@ -7,7 +7,8 @@ import os
 import pytest
 import torch
 
-wa = pytest.importorskip("mat_kernels.triton.library")
+pytest.importorskip("triton")
+from mat_kernels.triton import library as wa  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":

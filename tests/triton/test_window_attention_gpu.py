@@ -11,7 +11,7 @@ from mat_kernels.testing import assert_close, assert_mask_equal, check_window_at
 
 pytestmark = pytest.mark.gpu
 
-pytest.importorskip("mat_kernels.triton.library")
+pytest.importorskip("triton")
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 

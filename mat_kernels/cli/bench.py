@@ -1,4 +1,4 @@
-"""``python -m mat_kernels.bench`` (console script ``mat-bench``).
+"""``mat-bench`` (``python -m mat_kernels.cli.bench``): the benchmarks of :mod:`mat_kernels.bench`.
 
 On a CUDA device: the 512x512 suite -- MAT's nine attention shapes, batch 1 and 8, fp32 and bf16,
 forward and forward+backward, six implementations side by side -- and the model-level
@@ -23,11 +23,10 @@ from typing import List, Optional
 
 import torch
 
-from ..cli.usage import plain, prog
-from . import cases as C
-from . import env, model, report
-from .peers import PEER_NAMES, select
-from .suite import reason_of, run_case
+from ..bench import cases as C
+from ..bench import env, model, report, run
+from ..bench.peers import PEER_NAMES, select
+from .usage import plain, prog
 
 DEFAULT_OUT_DIR = os.path.join("benchmarks", "results")
 
@@ -47,7 +46,7 @@ def _csv(kind, choices=None):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog("mat-bench", "mat_kernels.bench"), description=plain(__doc__),
+    p = argparse.ArgumentParser(prog=prog("mat-bench", "mat_kernels.cli.bench"), description=plain(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ops", action="store_true", help="run the op-level attention cases "
                    "(default: both parts on GPU, ops only on CPU)")
@@ -115,16 +114,6 @@ class _Progress:
             self.bar.close()
 
 
-def _configure_compiler():
-    # Many distinct graphs get compiled in one run; the default limits would silently fall back
-    # to eager after a few of them.
-    cfg = getattr(torch, "_dynamo", None) and torch._dynamo.config
-    for name in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit",
-                 "accumulated_recompile_limit"):
-        if cfg is not None and hasattr(cfg, name):
-            setattr(cfg, name, max(getattr(cfg, name), 4096))
-
-
 def _settings(args) -> dict:
     """Every choice the defaults make for this device, validated (argparse errors on bad input)."""
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -175,68 +164,6 @@ def _skips(args, o):
     return skip, model_skip
 
 
-def _notes(o, environment) -> List[str]:
-    notes = []
-    if not o["gpu"]:
-        what = "reduced reference suite" if o["run_ops"] and o["suite"] == "reduced" else "CPU timings"
-        notes.append(f"CPU-only run ({what}). The fused Triton and CUDA kernels need a CUDA GPU "
-                     "(their rows give the reason they did not run); these are CPU timings, not GPU results.")
-    if not o["gpu"] and o["run_model"]:
-        from ..backends import CPU_ORDER
-        attn = CPU_ORDER.get("window_attention") or ("reference",)
-        notes.append(f"On CPU the model's 'reference' rows run the official op sequence (official-equivalent eager); "
-                     f"'auto' runs window attention on {attn[0]} (backends.preferences for this CPU, "
-                     f"{environment['cpu_name']}, {environment['cpu_capability']}) and the conv layers' channels_last "
-                     "fast path (mat_kernels/nn/fast_conv.py).")
-    if environment["dram_bandwidth_bytes_per_s"] is None:
-        notes.append(f"No DRAM bandwidth known: {environment['dram_bandwidth_source']}.")
-    return notes
-
-
-def _model_estimate(o, model_skip) -> Optional[str]:
-    """On CPU, before the model part: how long it will take, from one timed generator forward."""
-    if not o["run_model"] or o["gpu"]:
-        return None
-    res, probe_batch = o["model_res"], min(o["model_batches"])
-    print(f"timing one {res}x{res} generator forward to estimate the model part...", file=sys.stderr)
-    try:
-        fwd = model.time_forward(res, probe_batch, o["device"])
-    except Exception as exc:  # the model part itself reports why it cannot run
-        return f"no time estimate for the model part ({reason_of(exc)})"
-    secs = model.estimate_seconds(fwd, probe_batch, o["model_batches"], o["model_paths"], o["model_dtypes"],
-                                  o["model_warmup"], o["model_repeats"], skip=model_skip, whats=o["model_whats"])
-    extra = " plus minutes of compilation per compiled row" if "compile" in set(o["model_paths"]) - set(model_skip) \
-        else ""
-    took = f"{secs:.0f} s" if secs < 90 else f"{secs / 60:.0f} min"
-    return (f"the model part on CPU will take about {took}{extra} (one {res}x{res} batch-{probe_batch} "
-            f"generator forward took {fwd:.1f} s here; a training step costs about {model.TRAIN_STEP_FORWARDS} "
-            "forwards). Ctrl-C stops it and keeps what was measured.")
-
-
-def _run_all(o, skip, model_skip, environment, notes, progress):
-    """(attention rows, model rows); an interrupt keeps what was measured and says so in notes."""
-    attention_rows, model_rows = [], []
-    try:
-        for case in o["cases"]:
-            progress.describe(case.id)
-            attention_rows += run_case(case, o["peers"], o["device"], o["warmup"], o["repeats"], skip=skip,
-                                       dram_bw=environment["dram_bandwidth_bytes_per_s"],
-                                       on_peer_done=lambda r: progress.step(f"{r['peer']}: {r['status']}"))
-        if o["run_model"]:
-            progress.describe(f"model {o['model_res']}")
-            for dt in o["model_dtypes"]:
-                model_rows += model.run_model(o["model_res"], o["model_batches"], o["device"],
-                                              o["model_warmup"], o["model_repeats"], paths=o["model_paths"],
-                                              whats=o["model_whats"], dtype=dt, skip=model_skip,
-                                              on_row_done=lambda r: progress.step(f"{r['what']} {r['path']}"))
-    except KeyboardInterrupt:
-        # A long GPU run stopped by hand still writes what it measured, marked as partial.
-        notes.append("Interrupted by the user: the results are partial.")
-    finally:
-        progress.close()
-    return attention_rows, model_rows
-
-
 def _save(args, o, environment, result) -> None:
     """JSON + markdown (always on GPU, with --json on CPU) and the plot (GPU or --plot)."""
     gpu, suite = o["gpu"], o["suite"]
@@ -258,9 +185,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
     o = _settings(args)
     skip, model_skip = _skips(args, o)
-    _configure_compiler()
+    run.configure_compiler()
     environment = env.environment(o["device"], args.dram_bandwidth)
-    notes = _notes(o, environment)
+    notes = run.notes_for(o, environment)
     settings = {"suite": o["suite"], "device": str(o["device"]), "dtypes": o["dtypes"], "batches": o["batches"],
                 "modes": args.mode, "resolution": o["op_res"], "peers": [p.name for p in o["peers"]],
                 "warmup": o["warmup"], "repeats": o["repeats"], "l2_flush": o["gpu"], "run_ops": o["run_ops"],
@@ -271,14 +198,14 @@ def main(argv: Optional[List[str]] = None) -> int:
           f"triton {environment['triton_version']}", file=sys.stderr)
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
-    estimate = _model_estimate(o, model_skip)
+    estimate = run.model_estimate(o, model_skip)
     if estimate:
         print(f"note: {estimate}", file=sys.stderr)
     n_model = (len(o["model_whats"]) * len(o["model_batches"]) * len(o["model_paths"]) * len(o["model_dtypes"])
                if o["run_model"] else 0)
     progress = _Progress(len(o["cases"]) * len(o["peers"]) + n_model, not args.no_progress)
     t0 = time.perf_counter()
-    attention_rows, model_rows = _run_all(o, skip, model_skip, environment, notes, progress)
+    attention_rows, model_rows = run.run_all(o, skip, model_skip, environment, notes, progress)
     op_res, suite = o["op_res"], o["suite"]
     result = report.make_result("gpu-" + str(op_res) if o["gpu"] else "cpu-reduced" if suite == "reduced" else
                                 "cpu-" + suite, environment, settings, notes, attention_rows, model_rows,
