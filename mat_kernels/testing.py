@@ -1,4 +1,4 @@
-"""THE accuracy rule: one table, one checker, and the backend-vs-reference checks that every
+"""The accuracy rule: one table, one checker, and the backend-vs-reference checks that every
 test, ``mat-info`` and the benchmark use.
 
 Keys of :data:`TOLERANCES` are (op, what, dtype): ``what`` is "fwd" for outputs and "bwd" for
