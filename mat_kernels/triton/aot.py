@@ -233,14 +233,21 @@ def run_gate(archs: Sequence[int] = ARCHS, workers: int = 2, tier: str = "all", 
     is called as compiles finish; ``only`` restricts the gate to some modules.
     """
     ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx, initializer=_worker_init) as pool:
-        keys, errors, _ = pool.submit(_collect_keys, tier, only).result()
-        futures = [pool.submit(compile_config, m, i, cap) for m, i in keys for cap in archs]
-        if progress is not None:
-            for done, _ in enumerate(cf.as_completed(futures), 1):
-                progress(done, len(futures))
-        rows = [f.result() for f in futures]
-    return rows, errors
+    # Spawned workers import this package (and so the kernel modules) before their initializer
+    # runs: they must start without TRITON_INTERPRET, which the parent may have set.
+    saved = os.environ.pop("TRITON_INTERPRET", None)
+    try:
+        with cf.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx, initializer=_worker_init) as pool:
+            keys, errors, _ = pool.submit(_collect_keys, tier, only).result()
+            futures = [pool.submit(compile_config, m, i, cap) for m, i in keys for cap in archs]
+            if progress is not None:
+                for done, _ in enumerate(cf.as_completed(futures), 1):
+                    progress(done, len(futures))
+            rows = [f.result() for f in futures]
+        return rows, errors
+    finally:
+        if saved is not None:
+            os.environ["TRITON_INTERPRET"] = saved
 
 
 def failures(rows: List[dict], errors: List[str]) -> List[str]:
