@@ -46,7 +46,10 @@ TOLERANCES: Dict[Tuple[str, str, torch.dtype], Tolerance] = {
     ("window_attention", "fwd", torch.float64): T(1e-10, 1e-10, floor=1e-10),
     ("window_attention", "bwd", torch.float64): T(1e-9, 1e-9, floor=1e-9),
     ("window_attention", "fwd", torch.float32): T(2e-5, 2e-5, floor=1e-6),
-    ("window_attention", "bwd", torch.float32): T(1e-4, 1e-4, floor=1e-5),
+    # fp32 bwd floor 3e-5: SDPA's CPU backward sums dk/dv across threads in no fixed order, and a
+    # fused backward's delta = dO.O and dP = dO.v round apart where the exact dS is 0 (a one-token
+    # window); measured up to 1.3e-5 (dq, exact 0) and 9.0e-5 (dv, magnitude 6, scale 3).
+    ("window_attention", "bwd", torch.float32): T(1e-4, 1e-4, floor=3e-5),
     ("window_attention", "fwd", torch.float16): T(2e-3, 2e-3, floor=1e-4),
     ("window_attention", "bwd", torch.float16): T(1e-2, 1e-2, floor=1e-3),
     ("window_attention", "fwd", torch.bfloat16): T(1.6e-2, 1.6e-2, floor=1e-3),

@@ -17,8 +17,7 @@ from ..contract import FLOAT_DTYPES, FUSED_ATTENTION_LIMITS, Facts, dtype_reason
 # Importing the package imports triton and registers the ops, so that calls traced by
 # torch.compile import nothing (an import there is a graph break). Without triton the import
 # fails, and the registry reports that error as this backend's reason.
-from . import library
-from ._common import interpreting
+from . import _common, library
 
 __all__ = ["not_supported_reasons", "ENTRY_POINTS", "LIMITS", "BIAS_ACT_DTYPES", "BIAS_ACT_ACTS"]
 
@@ -30,7 +29,7 @@ BIAS_ACT_ACTS = ("linear", "relu", "lrelu")  # activations with a piecewise-cons
 def not_supported_reasons(op: str, facts: Facts) -> List[str]:
     reasons = []
     device = facts["device"]
-    if device.type != "cuda" and not (interpreting() and device.type == "cpu"):
+    if device.type != "cuda" and not (_common.interpreting() and device.type == "cpu"):
         reasons.append(f"needs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1), got {device}")
     if op == "window_attention":
         reasons += LIMITS.reasons(facts)
